@@ -118,7 +118,7 @@ async fn state_dir_keeps_the_ca_and_the_tokens_across_restarts() {
     let v: Value = serde_json::from_str(&served.line).unwrap();
     let ca_before = std::fs::read(v["ca_cert"].as_str().unwrap()).unwrap();
     let http = v["http"].as_str().unwrap().to_string();
-    let minted: Value = reqwest::Client::new()
+    let minted: Value = crate::support::http()
         .post(format!("{http}/_gsim/tokens/mint"))
         .json(&serde_json::json!({"client_id": gsim::config::DEMO_CLIENT_ID, "email": gsim::config::DEMO_TEST_USER}))
         .send()
@@ -136,7 +136,7 @@ async fn state_dir_keeps_the_ca_and_the_tokens_across_restarts() {
         ca_before,
         "same CA"
     );
-    let refreshed = reqwest::Client::new()
+    let refreshed = crate::support::http()
         .post(format!("{}/token", v["http"].as_str().unwrap()))
         .form(&[
             ("grant_type", "refresh_token"),

@@ -86,6 +86,8 @@ pub fn oauthbearer(user: &str, token: &str) -> String {
 }
 
 pub fn http() -> reqwest::Client {
+    // With the workspace's reqwest features, a client needs a process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -1,0 +1,468 @@
+//! "Connect your Gmail account": send the admin to Google with a one-time `state` and PKCE, then
+//! take Google's answer at `/google_gmail/confirm`, check it thoroughly, and keep the tokens sealed.
+//! Every way this can fail gets an explanation with its cure, taken from the seed's FAQ.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::{App, AppError};
+use crate::crypto::{random_token, token_hash};
+use crate::domain::AuthMethod;
+use crate::google::{AuthorizeRequest, GoogleError, MAIL_SCOPE};
+use crate::store::{NewConnection, OauthState, StateLookup};
+
+/// A `state` is good for ten minutes.
+pub const STATE_LIFETIME: i64 = 600;
+
+/// What Google sent back to `/google_gmail/confirm`.
+#[derive(Debug, Default, Clone)]
+pub struct Callback {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Why a callback was refused, with what the page needs to explain it.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The `state` is not one mailgate can honour: the seed FAQ's "Forbidden", explained.
+    State(StateProblem),
+    /// Google sent `error=...` instead of a code.
+    Denied {
+        server_id: i64,
+        username: String,
+        error: String,
+    },
+    /// The code exchange failed.
+    Token {
+        server_id: i64,
+        error: GoogleError,
+    },
+    NoRefreshToken {
+        server_id: i64,
+    },
+    ScopeMissing {
+        server_id: i64,
+        granted: String,
+    },
+    WrongAccount {
+        server_id: i64,
+        authorized: String,
+        expected: String,
+    },
+    Unverified {
+        server_id: i64,
+        error: GoogleError,
+    },
+    ServerGone,
+    NoCredentials {
+        server_id: i64,
+    },
+    App(AppError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateProblem {
+    Missing,
+    Unknown,
+    Expired,
+    Used,
+    Foreign,
+}
+
+impl From<AppError> for ConnectFailure {
+    fn from(e: AppError) -> Self {
+        ConnectFailure::App(e)
+    }
+}
+
+impl From<crate::store::StoreError> for ConnectFailure {
+    fn from(e: crate::store::StoreError) -> Self {
+        ConnectFailure::App(AppError::Store(e))
+    }
+}
+
+/// An explanation a person can act on.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub status: u16,
+    pub title: String,
+    pub what: String,
+    pub fix: Vec<String>,
+    /// Google's own words, verbatim.
+    pub google_said: Option<String>,
+    /// The server to offer "Connect again" for.
+    pub server_id: Option<i64>,
+}
+
+impl App {
+    /// Starts the round trip: returns the URL to send the browser to.
+    pub async fn start_gmail_connect(
+        &self,
+        server_id: i64,
+        admin_id: i64,
+    ) -> Result<Url, AppError> {
+        let server = self
+            .store
+            .server(server_id)
+            .await?
+            .ok_or(AppError::NotFound("Outgoing mail server"))?;
+        if server.auth != AuthMethod::Gmail {
+            return Err(AppError::Refused(
+                "Only servers that authenticate with Gmail OAuth connect to Google.".into(),
+            ));
+        }
+        let Some(username) = server.username else {
+            return Err(AppError::Refused(
+                "Please fill the \"Username\" field with your Gmail username (your email address) and save before connecting.".into(),
+            ));
+        };
+        let settings = self.google_settings().await?;
+        let Some((client_id, _)) = settings.credentials() else {
+            return Err(AppError::Refused(
+                "Setup your Gmail API credentials in the general settings to link a Gmail account."
+                    .into(),
+            ));
+        };
+        let nonce = random_token();
+        // RFC 7636: 43-128 characters; 32 random bytes in base64url are 43.
+        let verifier = SecretString::from(random_token());
+        let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            verifier.expose_secret().as_bytes(),
+        ));
+        let now = self.now();
+        self.store
+            .create_oauth_state(
+                &self.sealer,
+                &token_hash(&nonce),
+                &OauthState {
+                    server_id,
+                    admin_id,
+                    verifier,
+                },
+                now,
+                now + STATE_LIFETIME,
+            )
+            .await?;
+        Ok(self.google.authorize_url(&AuthorizeRequest {
+            client_id,
+            redirect_uri: &self.config.redirect_uri(),
+            login_hint: &username,
+            state: &nonce,
+            code_challenge: &challenge,
+        }))
+    }
+
+    /// Finishes the round trip. Returns the server to go back to.
+    pub async fn finish_gmail_connect(
+        &self,
+        admin_id: i64,
+        callback: &Callback,
+    ) -> Result<i64, ConnectFailure> {
+        let Some(nonce) = callback.state.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(ConnectFailure::State(StateProblem::Missing));
+        };
+        let state = match self
+            .store
+            .take_oauth_state(&self.sealer, &token_hash(nonce), admin_id, self.now())
+            .await?
+        {
+            StateLookup::Valid(state) => state,
+            StateLookup::Unknown => return Err(ConnectFailure::State(StateProblem::Unknown)),
+            StateLookup::Expired => return Err(ConnectFailure::State(StateProblem::Expired)),
+            StateLookup::Used => return Err(ConnectFailure::State(StateProblem::Used)),
+            StateLookup::Foreign => return Err(ConnectFailure::State(StateProblem::Foreign)),
+        };
+        let server_id = state.server_id;
+        let server = self
+            .store
+            .server(server_id)
+            .await?
+            .filter(|s| s.auth == AuthMethod::Gmail)
+            .ok_or(ConnectFailure::ServerGone)?;
+        let username = server.username.unwrap_or_default();
+        if let Some(error) = &callback.error {
+            return Err(ConnectFailure::Denied {
+                server_id,
+                username,
+                error: error.clone(),
+            });
+        }
+        let Some(code) = callback.code.as_deref() else {
+            return Err(ConnectFailure::Denied {
+                server_id,
+                username,
+                error: "no code in Google's answer".into(),
+            });
+        };
+        let settings = self.google_settings().await?;
+        let Some((client_id, secret)) = settings.credentials() else {
+            return Err(ConnectFailure::NoCredentials { server_id });
+        };
+        let tokens = self
+            .google
+            .exchange_code(
+                client_id,
+                secret,
+                code,
+                &self.config.redirect_uri(),
+                &state.verifier,
+            )
+            .await
+            .map_err(|error| ConnectFailure::Token { server_id, error })?;
+        let Some(refresh_token) = &tokens.refresh_token else {
+            return Err(ConnectFailure::NoRefreshToken { server_id });
+        };
+        if !tokens.scope.split(' ').any(|s| s == MAIL_SCOPE) {
+            return Err(ConnectFailure::ScopeMissing {
+                server_id,
+                granted: tokens.scope.clone(),
+            });
+        }
+        let id_token = tokens
+            .id_token
+            .as_deref()
+            .ok_or_else(|| ConnectFailure::Unverified {
+                server_id,
+                error: GoogleError::IdToken("Google sent no id_token".into()),
+            })?;
+        let claims = self
+            .google
+            .verify_id_token(id_token, client_id, self.now())
+            .await
+            .map_err(|error| ConnectFailure::Unverified { server_id, error })?;
+        let authorized = claims.email.unwrap_or_default().to_ascii_lowercase();
+        if claims.email_verified != Some(true) || authorized != username {
+            return Err(ConnectFailure::WrongAccount {
+                server_id,
+                authorized,
+                expected: username,
+            });
+        }
+        let now = self.now();
+        self.store
+            .save_connection(
+                &self.sealer,
+                &NewConnection {
+                    email: &username,
+                    client_id,
+                    scope: &tokens.scope,
+                    refresh_token,
+                    access_token: &tokens.access_token,
+                    access_expires_at: now + tokens.expires_in,
+                    refresh_expires_at: tokens.refresh_token_expires_in.map(|s| now + s),
+                },
+                now,
+            )
+            .await?;
+        tracing::info!(account = %username, server = server_id, "Gmail account connected");
+        Ok(server_id)
+    }
+
+    /// "Disconnect": revoke at Google, forget here. Returns a warning when Google could not be
+    /// told (the token is forgotten anyway).
+    pub async fn disconnect_gmail(&self, server_id: i64) -> Result<Option<String>, AppError> {
+        let server = self
+            .store
+            .server(server_id)
+            .await?
+            .ok_or(AppError::NotFound("Outgoing mail server"))?;
+        let Some(email) = server.username else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.connection_secrets(&self.sealer, &email).await? else {
+            return Ok(None);
+        };
+        let warning = match self.google.revoke(&record.refresh_token).await {
+            Ok(()) => None,
+            // Already dead at Google: nothing left to revoke.
+            Err(e) if e.code() == Some("invalid_token") => None,
+            Err(e) => Some(format!(
+                "Google could not be told to revoke the token ({e}). It is deleted here; you can also remove mailgate's access at https://myaccount.google.com/permissions."
+            )),
+        };
+        self.store.delete_connection(&email).await?;
+        Ok(warning)
+    }
+}
+
+impl ConnectFailure {
+    pub fn explain(&self, redirect_uri: &str) -> Explanation {
+        let again = |server_id: i64| Some(server_id);
+        match self {
+            ConnectFailure::State(problem) => {
+                let (title, what) = match problem {
+                    StateProblem::Missing => (
+                        "This page needs Google's answer",
+                        "The address has no state parameter, so it is not an answer from Google to a connection mailgate started.",
+                    ),
+                    StateProblem::Unknown => (
+                        "This connection attempt is unknown to mailgate",
+                        "Google's answer carries a state that mailgate never issued: the link was altered, or it belongs to another mailgate installation (for example one whose data directory was reset).",
+                    ),
+                    StateProblem::Expired => (
+                        "This connection attempt expired",
+                        "Each \"Connect your Gmail account\" is valid for ten minutes, and this one is older.",
+                    ),
+                    StateProblem::Used => (
+                        "This connection attempt was already used",
+                        "Google's answer can be used once. This page was probably reloaded, or opened again from the browser's history.",
+                    ),
+                    StateProblem::Foreign => (
+                        "This connection was started by another administrator",
+                        "Only the administrator who clicked \"Connect your Gmail account\" can finish it, so a link sent to someone else cannot attach their Google account.",
+                    ),
+                };
+                Explanation {
+                    status: 403,
+                    title: title.into(),
+                    what: what.into(),
+                    fix: vec![
+                        "Open the server and click \"Connect your Gmail account\" again.".into(),
+                        "(Flectra shows \"Forbidden\" here; nothing is wrong with your installation.)".into(),
+                    ],
+                    google_said: None,
+                    server_id: None,
+                }
+            }
+            ConnectFailure::Denied {
+                server_id,
+                username,
+                error,
+            } if error == "access_denied" => Explanation {
+                status: 400,
+                title: "Google refused access (access_denied)".into(),
+                what: format!(
+                    "Either Cancel was clicked on Google's page, or the Google Cloud app is in Testing and {username} is not one of its test users: Google then shows \"Error 403: access_denied\"."
+                ),
+                fix: vec![
+                    "In the Google Cloud console, open APIs & Services → OAuth consent screen → Audience (Test users).".into(),
+                    format!("Click Add users, add {username}, and save."),
+                    "Come back and click \"Connect your Gmail account\" again.".into(),
+                ],
+                google_said: Some(format!("error={error}")),
+                server_id: again(*server_id),
+            },
+            ConnectFailure::Denied {
+                server_id, error, ..
+            } => Explanation {
+                status: 400,
+                title: format!("Google did not authorize the connection ({error})"),
+                what: "Google sent back an error instead of an authorization code.".into(),
+                fix: vec!["Click \"Connect your Gmail account\" again; if the error repeats, check the OAuth consent screen in the Google Cloud console.".into()],
+                google_said: Some(format!("error={error}")),
+                server_id: again(*server_id),
+            },
+            ConnectFailure::Token { server_id, error } => {
+                let google_said = Some(error.to_string());
+                let (title, what, fix): (&str, String, Vec<String>) = match error.code() {
+                    Some("redirect_uri_mismatch") => (
+                        "Google does not accept mailgate's redirect URI (redirect_uri_mismatch)",
+                        "The OAuth client in Google Cloud does not list mailgate's address as an Authorized redirect URI. This is also what a \"Desktop app\" client gives.".into(),
+                        vec![
+                            "In Google Cloud → Credentials, create an OAuth client ID of type \"Web application\" (not Desktop app).".into(),
+                            format!("Under Authorized redirect URIs, add exactly: {redirect_uri}"),
+                            "Put the new Client ID and Client Secret in Settings, then connect again.".into(),
+                        ],
+                    ),
+                    Some("invalid_client") => (
+                        "Google does not recognise the Gmail Credentials (invalid_client)",
+                        "The Client ID is unknown to Google, or the Client Secret does not belong to it.".into(),
+                        vec!["Copy the Client ID and Client Secret again from Google Cloud → Credentials into Settings, then connect again.".into()],
+                    ),
+                    Some("invalid_grant") => (
+                        "Google's authorization expired before mailgate could use it (invalid_grant)",
+                        "The one-time code from Google was already used or is too old.".into(),
+                        vec!["Click \"Connect your Gmail account\" and go through Google's pages again.".into()],
+                    ),
+                    _ if error.is_temporary() => (
+                        "Google did not answer",
+                        "Google's token endpoint could not be reached or failed. Nothing was saved.".into(),
+                        vec!["Wait a minute and click \"Connect your Gmail account\" again.".into()],
+                    ),
+                    _ => (
+                        "Google refused the authorization",
+                        "The code exchange with Google's token endpoint failed.".into(),
+                        vec!["Check the Gmail Credentials in Settings and connect again.".into()],
+                    ),
+                };
+                Explanation {
+                    status: 400,
+                    title: title.into(),
+                    what,
+                    fix,
+                    google_said,
+                    server_id: again(*server_id),
+                }
+            }
+            ConnectFailure::NoRefreshToken { server_id } => Explanation {
+                status: 400,
+                title: "Google sent no refresh token".into(),
+                what: "Without a refresh token mailgate could send for an hour at most.".into(),
+                fix: vec!["Remove mailgate's access at https://myaccount.google.com/permissions, then connect again.".into()],
+                google_said: None,
+                server_id: again(*server_id),
+            },
+            ConnectFailure::ScopeMissing { server_id, granted } => Explanation {
+                status: 400,
+                title: "Gmail access was not granted".into(),
+                what: "Google's consent page lets each permission be ticked separately, and the one for Gmail was left out.".into(),
+                fix: vec!["Connect again and tick \"Read, compose, send, and permanently delete all your email from Gmail\".".into()],
+                google_said: Some(format!("granted scope: {granted}")),
+                server_id: again(*server_id),
+            },
+            ConnectFailure::WrongAccount {
+                server_id,
+                authorized,
+                expected,
+            } => Explanation {
+                status: 400,
+                title: "Another Google account was authorized".into(),
+                what: format!(
+                    "You authorized {authorized} but this server sends as {expected}. Nothing was saved: mail from {expected} cannot go out with {authorized}'s permission."
+                ),
+                fix: vec![
+                    format!("Connect again and choose {expected} on Google's account chooser,"),
+                    format!("or change this server's Username to {authorized}."),
+                ],
+                google_said: None,
+                server_id: again(*server_id),
+            },
+            ConnectFailure::Unverified { server_id, error } => Explanation {
+                status: 400,
+                title: "mailgate could not confirm which account consented".into(),
+                what: "Google's answer did not carry a valid identity token, so mailgate cannot tell which account granted access.".into(),
+                fix: vec!["Connect again. If it repeats, check the system clock and the Google endpoints in the configuration.".into()],
+                google_said: Some(error.to_string()),
+                server_id: again(*server_id),
+            },
+            ConnectFailure::ServerGone => Explanation {
+                status: 404,
+                title: "The server no longer exists".into(),
+                what: "The outgoing mail server this connection was for was deleted, or no longer uses Gmail OAuth.".into(),
+                fix: vec!["Open Outgoing Mail Servers and start from the server you want to connect.".into()],
+                google_said: None,
+                server_id: None,
+            },
+            ConnectFailure::NoCredentials { server_id } => Explanation {
+                status: 400,
+                title: "The Gmail Credentials are missing".into(),
+                what: "Settings has no Client ID or Client Secret any more.".into(),
+                fix: vec!["Setup your Gmail API credentials in the general settings, then connect again.".into()],
+                google_said: None,
+                server_id: again(*server_id),
+            },
+            ConnectFailure::App(e) => Explanation {
+                status: 500,
+                title: "The connection could not be saved".into(),
+                what: e.to_string(),
+                fix: vec!["Try again; if it repeats, check mailgate's log.".into()],
+                google_said: None,
+                server_id: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Use cases: what an admin, the CLI or a background loop can ask of mailgate. Each edge (web page,
+//! CLI command) calls these; none of them knows about HTTP.
+
+pub mod admins;
+pub mod connect_gmail;
+pub mod servers;
+pub mod settings;
+pub mod test_connection;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, Timestamp};
+use crate::config::Config;
+use crate::crypto::{CryptoError, Sealer};
+use crate::domain::FieldErrors;
+use crate::google::{GoogleClient, GoogleError};
+use crate::smtp_out::SmtpConnector;
+use crate::store::{Store, StoreError};
+use crate::tls::TlsError;
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub sealer: Sealer,
+    pub google: GoogleClient,
+    pub smtp: SmtpConnector,
+    pub clock: SharedClock,
+    tokens: tokens::RefreshLocks,
+    logins: admins::LoginLimiter,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Failures of a use case, for the edge to present.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Invalid(FieldErrors),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl App {
+    /// Opens the data directory, the secret key and the database (running migrations), and builds
+    /// the clients. Shared by `serve`, the CLI and the tests.
+    pub async fn open(config: Config, clock: SharedClock) -> Result<Arc<Self>, StartError> {
+        if config.database_url.starts_with("sqlite:")
+            || matches!(config.secret_key, crate::config::SecretKeySource::File(_))
+        {
+            create_private_dir(&config.data_dir)?;
+        }
+        let sealer = Sealer::load_or_create(&config.secret_key)?;
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
+        let google = GoogleClient::new(config.google.clone(), Arc::clone(&tls))?;
+        Ok(Arc::new(Self {
+            config: Arc::new(config),
+            store,
+            sealer,
+            google,
+            smtp: SmtpConnector::new(tls),
+            clock,
+            tokens: tokens::RefreshLocks::default(),
+            logins: admins::LoginLimiter::default(),
+        }))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })
+}

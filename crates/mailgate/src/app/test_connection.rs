@@ -1,0 +1,285 @@
+//! "Test Connection": a real SMTP session against the server, with TLS verified, the AUTH reply
+//! checked (Flectra ignores it), MAIL FROM, RCPT TO and DATA up to the 354. Then mailgate hangs up:
+//! the message is never finished, so nothing is sent. (RSET cannot follow a 354: the server would
+//! read it as message text.)
+
+use serde::{Deserialize, Serialize};
+
+use super::tokens::TokenError;
+use super::{App, AppError};
+use crate::clock::Timestamp;
+use crate::domain::{AuthMethod, MailServer, Stage};
+use crate::smtp_out::{SmtpError, SmtpSession, Target};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestReport {
+    pub ok: bool,
+    pub server: String,
+    pub at: Timestamp,
+    /// What worked, in order.
+    pub steps: Vec<String>,
+    pub failure: Option<TestFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestFailure {
+    pub stage: Stage,
+    pub message: String,
+    /// The server's reply, verbatim.
+    pub reply: Option<String>,
+    /// Google's XOAUTH2 challenge, decoded.
+    pub challenge: Option<String>,
+    pub fix: Option<String>,
+}
+
+impl TestReport {
+    pub const SUCCESS: &'static str = "Connection Test Successful!";
+}
+
+struct Run<'a> {
+    app: &'a App,
+    server: &'a MailServer,
+    steps: Vec<String>,
+}
+
+impl App {
+    pub async fn test_server(&self, server_id: i64) -> Result<TestReport, AppError> {
+        let server = self
+            .store
+            .server(server_id)
+            .await?
+            .ok_or(AppError::NotFound("Outgoing mail server"))?;
+        let mut run = Run {
+            app: self,
+            server: &server,
+            steps: Vec::new(),
+        };
+        let failure = run.go().await.err();
+        let report = TestReport {
+            ok: failure.is_none(),
+            server: server.name.clone(),
+            at: self.now(),
+            steps: run.steps,
+            failure,
+        };
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        self.store
+            .record_test(server_id, report.ok, &json, report.at)
+            .await?;
+        Ok(report)
+    }
+}
+
+impl Run<'_> {
+    async fn go(&mut self) -> Result<(), TestFailure> {
+        let settings = self
+            .app
+            .google_settings()
+            .await
+            .map_err(|e| failure(Stage::Connect, e.to_string(), None))?;
+        let sender = self.sender();
+        let recipient = settings
+            .test_recipient
+            .clone()
+            .unwrap_or_else(|| sender.clone());
+        let mut session = match self.server.auth {
+            AuthMethod::Gmail => self.gmail_session().await?,
+            AuthMethod::Password => {
+                let mut session = self.connect().await?;
+                let password = self
+                    .app
+                    .store
+                    .server_password(&self.app.sealer, self.server.id)
+                    .await
+                    .map_err(|e| failure(Stage::Auth, e.to_string(), None))?
+                    .ok_or_else(|| failure(Stage::Auth, "no password is stored".into(), None))?;
+                let user = self.server.username.clone().unwrap_or_default();
+                session
+                    .auth_plain(&user, &password)
+                    .await
+                    .map_err(|e| smtp_failure(&e))?;
+                self.steps.push(format!("Logged in as {user}"));
+                session
+            }
+            AuthMethod::None => self.connect().await?,
+        };
+        let reply = session
+            .mail_from(&sender)
+            .await
+            .map_err(|e| smtp_failure(&e))?;
+        self.steps
+            .push(format!("MAIL FROM:<{sender}>: {}", reply.text()));
+        let reply = session
+            .rcpt_to(&recipient)
+            .await
+            .map_err(|e| smtp_failure(&e))?;
+        self.steps
+            .push(format!("RCPT TO:<{recipient}>: {}", reply.text()));
+        let reply = session.data().await.map_err(|e| smtp_failure(&e))?;
+        self.steps.push(format!(
+            "DATA: {} (then mailgate hung up, so nothing was sent)",
+            reply.text()
+        ));
+        session.abandon().await;
+        Ok(())
+    }
+
+    fn sender(&self) -> String {
+        self.server
+            .username
+            .clone()
+            .filter(|u| u.contains('@'))
+            .or_else(|| self.server.from_filter.clone().filter(|f| f.contains('@')))
+            .unwrap_or_else(|| format!("mailgate-test@{}", self.server.host))
+    }
+
+    async fn connect(&mut self) -> Result<SmtpSession, TestFailure> {
+        let target = Target {
+            host: self.server.host.clone(),
+            port: self.server.port,
+            security: self.server.security,
+        };
+        let session = self
+            .app
+            .smtp
+            .connect(&target)
+            .await
+            .map_err(|e| smtp_failure(&e))?;
+        let tls = session
+            .tls
+            .as_deref()
+            .map(|t| format!(", TLS verified ({t})"))
+            .unwrap_or_else(|| ", without TLS".into());
+        self.steps.push(format!(
+            "Connected to {}:{}{tls}; the server said: {}",
+            self.server.host,
+            self.server.port,
+            session.greeting.text()
+        ));
+        Ok(session)
+    }
+
+    /// Connects and logs in with XOAUTH2. On a `535`, the token is refreshed once and the login
+    /// tried again; a second `535` means the connection needs a human.
+    async fn gmail_session(&mut self) -> Result<SmtpSession, TestFailure> {
+        let email = self
+            .server
+            .username
+            .clone()
+            .ok_or_else(|| failure(Stage::Token, "the server has no Username".into(), None))?;
+        let mut forced = false;
+        loop {
+            let token = self
+                .app
+                .access_token(&email, forced)
+                .await
+                .map_err(token_failure)?;
+            self.steps.push(if forced {
+                "Got a fresh access token from Google".to_string()
+            } else {
+                "Access token ready".to_string()
+            });
+            let mut session = self.connect().await?;
+            if !session.offers_auth("XOAUTH2") {
+                return Err(failure(
+                    Stage::Auth,
+                    "the server does not offer AUTH XOAUTH2".into(),
+                    Some("Check the SMTP host and port: Gmail offers XOAUTH2 on smtp.gmail.com, ports 587 (STARTTLS) and 465 (SSL/TLS).".into()),
+                ));
+            }
+            match session.auth_xoauth2(&email, &token).await {
+                Ok(()) => {
+                    self.steps
+                        .push(format!("AUTH XOAUTH2 as {email}: 235 accepted"));
+                    let now = self.app.now();
+                    let _ = self.app.store.mark_connection_valid(&email, now).await;
+                    return Ok(session);
+                }
+                Err(e @ SmtpError::Refused { .. })
+                    if e.reply().is_some_and(|r| r.code == 535) && !forced =>
+                {
+                    self.steps.push(format!(
+                        "AUTH XOAUTH2 refused ({}); trying once more with a fresh token",
+                        e.reply().map(|r| r.text()).unwrap_or_default()
+                    ));
+                    session.quit().await;
+                    forced = true;
+                }
+                Err(e) => {
+                    if let Some(reply) = e.reply().filter(|r| r.code == 535) {
+                        let reason = format!(
+                            "Gmail refused a fresh token at login: {}",
+                            reply.lines.first().cloned().unwrap_or_default()
+                        );
+                        let now = self.app.now();
+                        let _ = self
+                            .app
+                            .store
+                            .mark_reconnect_needed(&email, &reason, now)
+                            .await;
+                    }
+                    return Err(smtp_failure(&e));
+                }
+            }
+        }
+    }
+}
+
+fn failure(stage: Stage, message: String, fix: Option<String>) -> TestFailure {
+    TestFailure {
+        stage,
+        message,
+        reply: None,
+        challenge: None,
+        fix,
+    }
+}
+
+fn smtp_failure(e: &SmtpError) -> TestFailure {
+    let stage = e.stage();
+    let fix = match e {
+        SmtpError::Refused { reply, .. } => reply.advice(stage).map(str::to_string),
+        SmtpError::Connect { .. } => Some(
+            "Check the SMTP host and port, and that this machine may connect to them.".into(),
+        ),
+        SmtpError::Tls { .. } => Some(
+            "mailgate verifies every certificate and never skips that check. If the host name differs from the certificate's, use the host the certificate names; for a test server, trust its CA with MAILGATE_EXTRA_CA_FILE.".into(),
+        ),
+        SmtpError::NoStartTls => Some(
+            "Choose SSL/TLS with port 465, or check that this port is the submission port (587).".into(),
+        ),
+        SmtpError::Timeout { .. } | SmtpError::Closed(_) => Some(
+            "The server stopped answering: check the port and the connection security (STARTTLS for 587, SSL/TLS for 465).".into(),
+        ),
+        SmtpError::Protocol { .. } => Some("This port does not seem to speak SMTP.".into()),
+    };
+    let (reply, challenge) = match e {
+        SmtpError::Refused {
+            reply, challenge, ..
+        } => (Some(reply.text()), challenge.clone()),
+        _ => (None, None),
+    };
+    TestFailure {
+        stage,
+        message: e.to_string(),
+        reply,
+        challenge,
+        fix,
+    }
+}
+
+fn token_failure(e: TokenError) -> TestFailure {
+    let fix = match &e {
+        TokenError::NotConnected(_) | TokenError::ReconnectNeeded(_) => {
+            Some("Click \"Connect your Gmail account\".".to_string())
+        }
+        TokenError::NoCredentials | TokenError::BadCredentials(_) => Some(
+            "Setup your Gmail API credentials in the general settings (Client ID and Client Secret).".into(),
+        ),
+        TokenError::Temporary(_) => {
+            Some("Google did not answer; try again in a minute.".to_string())
+        }
+        TokenError::Store(_) => None,
+    };
+    failure(Stage::Token, e.to_string(), fix)
+}

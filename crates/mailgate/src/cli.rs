@@ -1,0 +1,221 @@
+//! The command line: `serve`, `migrate`, `admin create`, `servers list|test`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::app::App;
+use crate::clock::{SystemClock, format_utc};
+use crate::config::Config;
+use crate::startup::Application;
+
+#[derive(Parser)]
+#[command(
+    name = "mailgate",
+    version,
+    about = "Send and receive mail through Gmail with Google OAuth"
+)]
+pub struct Cli {
+    /// TOML configuration file; MAILGATE_* environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the admin web app (SQLite in ./mailgate-data unless configured otherwise).
+    Serve,
+    /// Bring the database schema up to date, then exit.
+    Migrate,
+    /// Manage administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Outgoing mail servers.
+    Servers {
+        #[command(subcommand)]
+        command: ServersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServersCommand {
+    /// List the outgoing mail servers and their Google connection state.
+    List,
+    /// Run "Test Connection" for the server with this Description.
+    Test { name: String },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            let status = app.store.schema_status().await?;
+            println!(
+                "database schema is current (version {})",
+                status.applied.unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            command: AdminCommand::Create { email },
+        } => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            let password = read_password()?;
+            app.create_admin(&email, password).await?;
+            println!(
+                "admin {email} created; sign in at {}/login",
+                app.config.public_base()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Servers { command } => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            match command {
+                ServersCommand::List => list_servers(&app).await,
+                ServersCommand::Test { name } => test_server(&app, &name).await,
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    // Listen for signals before anything is printed: a supervisor may stop mailgate the moment it
+    // sees the first line.
+    let shutdown = shutdown_signal()?;
+    let application = Application::build(config, Arc::new(SystemClock)).await?;
+    let app = application.app();
+    let addr = application.local_addr();
+    tracing::info!(
+        "mailgate listening on http://{addr} (public URL {})",
+        app.config.public_base()
+    );
+    if let Some(link) = app.setup_link().await? {
+        // Printed, never logged: whoever reads the console may create the admin, once.
+        println!("No admin yet. Create one within the hour at:\n  {link}");
+        let _ = std::io::stdout().flush();
+    } else {
+        println!("mailgate is ready at {}", app.config.public_base());
+    }
+    application.run_until_stopped(shutdown).await?;
+    tracing::info!("mailgate stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT, registered now, awaited later.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn read_password() -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (at least 12 characters; it will be shown as you type): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(SecretString::from(password))
+}
+
+async fn list_servers(app: &App) -> anyhow::Result<ExitCode> {
+    let servers = app.server_summaries().await?;
+    if servers.is_empty() {
+        println!("no outgoing mail servers");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<22} {:<30} {:<28} GMAIL",
+        "DESCRIPTION", "AUTHENTICATE WITH", "USERNAME", "SMTP"
+    );
+    for s in servers {
+        let badge = match &s.badge {
+            Some(crate::domain::TokenBadge::ReconnectNeeded { reason, .. }) => {
+                format!("Reconnect needed: {reason}")
+            }
+            Some(b) => b.label().to_string(),
+            None => "-".into(),
+        };
+        println!(
+            "{:<24} {:<22} {:<30} {:<28} {badge}",
+            s.server.name,
+            s.server.auth.label(),
+            s.server.username.clone().unwrap_or_default(),
+            format!(
+                "{}:{} {}",
+                s.server.host,
+                s.server.port,
+                s.server.security.label()
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test_server(app: &App, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(server) = app.store.server_by_name(name).await? else {
+        anyhow::bail!(
+            "no outgoing mail server is described as `{name}` (see `mailgate servers list`)"
+        );
+    };
+    let report = app.test_server(server.id).await?;
+    for step in &report.steps {
+        println!("  ✓ {step}");
+    }
+    match &report.failure {
+        None => {
+            println!("{}", crate::app::test_connection::TestReport::SUCCESS);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(f) => {
+            println!(
+                "Connection Test Failed at {} ({}): {}",
+                f.stage,
+                format_utc(report.at),
+                f.message
+            );
+            if let Some(reply) = &f.reply {
+                println!("The server replied:\n{reply}");
+            }
+            if let Some(challenge) = &f.challenge {
+                println!("Google's XOAUTH2 challenge: {challenge}");
+            }
+            if let Some(fix) = &f.fix {
+                println!("What to do: {fix}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

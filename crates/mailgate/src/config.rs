@@ -1,0 +1,423 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `MAILGATE_*` environment variables,
+//! which win. Every key has a default, so `mailgate serve` needs none. A key mailgate does not know
+//! is an error in the file (a typo must not silently fall back to a default) and a warning in the
+//! environment (other tools may share the prefix).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Value { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Where Google lives. Tests and the local demo point these at gsim.
+#[derive(Debug, Clone)]
+pub struct GoogleEndpoints {
+    pub auth_url: Url,
+    pub token_url: Url,
+    pub revoke_url: Url,
+    pub certs_url: Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SecretKeySource {
+    /// `MAILGATE_SECRET_KEY`: base64 of 32 bytes.
+    Inline(SecretString),
+    /// A file holding the key, created with mode 0600 on first start.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub secret_key: SecretKeySource,
+    pub http_addr: SocketAddr,
+    /// The URL browsers use to reach mailgate, without a trailing slash.
+    pub public_url: Url,
+    pub google: GoogleEndpoints,
+    /// What choosing "Gmail OAuth" fills in as SMTP host and port.
+    pub gmail_smtp: HostPort,
+    pub gmail_imap: HostPort,
+    pub extra_ca_file: Option<PathBuf>,
+    /// Things worth telling the operator at start (unknown environment variables).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    http_addr: Option<String>,
+    public_url: Option<String>,
+    extra_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    google: FileGoogle,
+    #[serde(default)]
+    gmail: FileGmail,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGoogle {
+    auth_url: Option<String>,
+    token_url: Option<String>,
+    revoke_url: Option<String>,
+    certs_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGmail {
+    smtp: Option<String>,
+    imap: Option<String>,
+}
+
+/// Every environment variable mailgate reads, with the file key it overrides.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("MAILGATE_DATA_DIR", "data_dir"),
+    ("MAILGATE_DATABASE_URL", "database_url"),
+    ("MAILGATE_SECRET_KEY", "(environment only)"),
+    ("MAILGATE_SECRET_KEY_FILE", "secret_key_file"),
+    ("MAILGATE_HTTP_ADDR", "http_addr"),
+    ("MAILGATE_PUBLIC_URL", "public_url"),
+    ("MAILGATE_EXTRA_CA_FILE", "extra_ca_file"),
+    ("MAILGATE_GOOGLE_AUTH_URL", "google.auth_url"),
+    ("MAILGATE_GOOGLE_TOKEN_URL", "google.token_url"),
+    ("MAILGATE_GOOGLE_REVOKE_URL", "google.revoke_url"),
+    ("MAILGATE_GOOGLE_CERTS_URL", "google.certs_url"),
+    ("MAILGATE_GMAIL_SMTP", "gmail.smtp"),
+    ("MAILGATE_GMAIL_IMAP", "gmail.imap"),
+    ("MAILGATE_LOG", "(environment only)"),
+];
+
+impl Config {
+    /// Reads the process environment and the optional file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("MAILGATE_"))
+            .collect();
+        Self::from_sources(file, &env)
+    }
+
+    /// The layering itself, with the environment passed in so tests can build configs exactly.
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let file_config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let warnings = env
+            .keys()
+            .filter(|k| !ENV_KEYS.iter().any(|(known, _)| known == k))
+            .map(|k| format!("unknown environment variable {k} ignored"))
+            .collect();
+        let pick = |env_key: &str, file_value: Option<String>| -> Option<String> {
+            env.get(env_key).cloned().or(file_value)
+        };
+        let pick_path = |env_key: &str, file_value: Option<PathBuf>| -> Option<PathBuf> {
+            env.get(env_key).map(PathBuf::from).or(file_value)
+        };
+
+        let data_dir = pick_path("MAILGATE_DATA_DIR", file_config.data_dir)
+            .unwrap_or_else(|| PathBuf::from("mailgate-data"));
+        let database_url = pick("MAILGATE_DATABASE_URL", file_config.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailgate.db").display()));
+        if !database_url.starts_with("sqlite:")
+            && !database_url.starts_with("postgres:")
+            && !database_url.starts_with("postgresql:")
+        {
+            return Err(invalid(
+                "database_url",
+                format!("`{database_url}` is neither sqlite:// nor postgres://"),
+            ));
+        }
+        let secret_key = match env.get("MAILGATE_SECRET_KEY") {
+            Some(key) => SecretKeySource::Inline(SecretString::from(key.clone())),
+            None => SecretKeySource::File(
+                pick_path("MAILGATE_SECRET_KEY_FILE", file_config.secret_key_file)
+                    .unwrap_or_else(|| data_dir.join("secret.key")),
+            ),
+        };
+        let http_addr_text = pick("MAILGATE_HTTP_ADDR", file_config.http_addr)
+            .unwrap_or_else(|| "127.0.0.1:8069".to_string());
+        let http_addr: SocketAddr = http_addr_text.parse().map_err(|_| {
+            invalid(
+                "http_addr",
+                format!("`{http_addr_text}` is not an address like 127.0.0.1:8069"),
+            )
+        })?;
+        let public_url = parse_public_url(
+            &pick("MAILGATE_PUBLIC_URL", file_config.public_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8069".to_string()),
+        )?;
+        let g = file_config.google;
+        let google = GoogleEndpoints {
+            auth_url: google_url(
+                "google.auth_url",
+                pick("MAILGATE_GOOGLE_AUTH_URL", g.auth_url),
+                "https://accounts.google.com/o/oauth2/v2/auth",
+            )?,
+            token_url: google_url(
+                "google.token_url",
+                pick("MAILGATE_GOOGLE_TOKEN_URL", g.token_url),
+                "https://oauth2.googleapis.com/token",
+            )?,
+            revoke_url: google_url(
+                "google.revoke_url",
+                pick("MAILGATE_GOOGLE_REVOKE_URL", g.revoke_url),
+                "https://oauth2.googleapis.com/revoke",
+            )?,
+            certs_url: google_url(
+                "google.certs_url",
+                pick("MAILGATE_GOOGLE_CERTS_URL", g.certs_url),
+                "https://www.googleapis.com/oauth2/v3/certs",
+            )?,
+        };
+        let gmail_smtp = host_port(
+            "gmail.smtp",
+            pick("MAILGATE_GMAIL_SMTP", file_config.gmail.smtp),
+            "smtp.gmail.com:587",
+        )?;
+        let gmail_imap = host_port(
+            "gmail.imap",
+            pick("MAILGATE_GMAIL_IMAP", file_config.gmail.imap),
+            "imap.gmail.com:993",
+        )?;
+        let extra_ca_file = pick_path("MAILGATE_EXTRA_CA_FILE", file_config.extra_ca_file);
+        Ok(Self {
+            data_dir,
+            database_url,
+            secret_key,
+            http_addr,
+            public_url,
+            google,
+            gmail_smtp,
+            gmail_imap,
+            extra_ca_file,
+            warnings,
+        })
+    }
+
+    /// The exact URI to register in Google's console as "Authorized redirect URI".
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/google_gmail/confirm", self.public_base())
+    }
+
+    /// The public URL as a prefix for paths: no trailing slash.
+    pub fn public_base(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_string()
+    }
+
+    pub fn public_url_is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// Google refuses http redirect URIs except on loopback (odoo/docker#536).
+    pub fn public_url_rejected_by_google(&self) -> bool {
+        !self.public_url_is_https() && !is_loopback_host(&self.public_url)
+    }
+}
+
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid("public_url", format!("`{text}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            "public_url",
+            format!("`{text}` must be an http:// or https:// URL"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "public_url",
+            format!("`{text}` must not carry a query or a fragment"),
+        ));
+    }
+    Ok(url)
+}
+
+/// Google's endpoints must be https; plain http is allowed only on loopback, for gsim.
+fn google_url(key: &str, value: Option<String>, default: &str) -> Result<Url, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    let url = Url::parse(&text).map_err(|e| invalid(key, format!("`{text}`: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback_host(&url) => Ok(url),
+        _ => Err(invalid(
+            key,
+            format!("`{text}` must use https (plain http only for 127.0.0.1 or localhost)"),
+        )),
+    }
+}
+
+fn host_port(key: &str, value: Option<String>, default: &str) -> Result<HostPort, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, format!("`{text}` is not host:port")))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| invalid(key, format!("`{text}`: the port must be 1-65535")))?;
+    if host.is_empty() {
+        return Err(invalid(key, format!("`{text}` has no host")));
+    }
+    Ok(HostPort {
+        host: host.to_string(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let config = Config::from_sources(None, &env(&[])).unwrap();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8069");
+        assert_eq!(
+            config.redirect_uri(),
+            "http://127.0.0.1:8069/google_gmail/confirm"
+        );
+        assert_eq!(config.database_url, "sqlite://mailgate-data/mailgate.db");
+        assert_eq!(config.gmail_smtp.to_string(), "smtp.gmail.com:587");
+        assert!(!config.public_url_rejected_by_google());
+        assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file_and_unknown_keys_are_named() {
+        let dir = std::env::temp_dir().join(format!("mailgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mailgate.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\npublic_url = \"https://mail.example.com/\"\n[gmail]\nsmtp = \"127.0.0.1:2525\"\n",
+        )
+        .unwrap();
+        let config = Config::from_sources(
+            Some(&file),
+            &env(&[
+                ("MAILGATE_HTTP_ADDR", "127.0.0.1:9001"),
+                ("MAILGATE_TYPO", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:9001");
+        assert_eq!(
+            config.redirect_uri(),
+            "https://mail.example.com/google_gmail/confirm"
+        );
+        assert_eq!(config.gmail_smtp.port, 2525);
+        assert_eq!(
+            config.warnings,
+            vec!["unknown environment variable MAILGATE_TYPO ignored"]
+        );
+
+        std::fs::write(&file, "htp_addr = \"x\"\n").unwrap();
+        let error = Config::from_sources(Some(&file), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("htp_addr"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = Config::from_sources(None, &env(&[("MAILGATE_HTTP_ADDR", "nope")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("http_addr: `nope`"), "{error}");
+        let error = Config::from_sources(
+            None,
+            &env(&[(
+                "MAILGATE_GOOGLE_TOKEN_URL",
+                "http://oauth2.example.com/token",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("google.token_url:"), "{error}");
+        assert!(
+            Config::from_sources(
+                None,
+                &env(&[("MAILGATE_GOOGLE_TOKEN_URL", "http://127.0.0.1:9/token")])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn http_public_url_off_loopback_is_flagged() {
+        let config = Config::from_sources(
+            None,
+            &env(&[("MAILGATE_PUBLIC_URL", "http://mail.example.com")]),
+        )
+        .unwrap();
+        assert!(config.public_url_rejected_by_google());
+    }
+}

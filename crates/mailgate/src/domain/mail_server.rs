@@ -1,0 +1,380 @@
+//! Outgoing mail servers: what an admin may type, and the rules a Gmail server must follow
+//! (Flectra 16's: no password, TLS, a Username that is an email address).
+
+use std::fmt;
+
+use secrecy::SecretString;
+
+use super::email::{EmailAddress, is_domain};
+use crate::clock::Timestamp;
+use crate::config::HostPort;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Gmail,
+    Password,
+    None,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 3] = [AuthMethod::Gmail, AuthMethod::Password, AuthMethod::None];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthMethod::Gmail => "gmail",
+            AuthMethod::Password => "password",
+            AuthMethod::None => "none",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthMethod::Gmail => "Gmail OAuth",
+            AuthMethod::Password => "Username and password",
+            AuthMethod::None => "None",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.code() == code)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    StartTls,
+    Tls,
+    None,
+}
+
+impl Security {
+    pub const ALL: [Security; 3] = [Security::StartTls, Security::Tls, Security::None];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Security::StartTls => "starttls",
+            Security::Tls => "tls",
+            Security::None => "none",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Security::StartTls => "STARTTLS",
+            Security::Tls => "SSL/TLS",
+            Security::None => "None (unencrypted)",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.code() == code)
+    }
+}
+
+/// A saved outgoing server.
+#[derive(Debug, Clone)]
+pub struct MailServer {
+    pub id: i64,
+    pub name: String,
+    pub auth: AuthMethod,
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub from_filter: Option<String>,
+    pub priority: i64,
+    pub last_test: Option<TestOutcome>,
+}
+
+impl MailServer {
+    pub fn endpoint(&self) -> HostPort {
+        HostPort {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub at: Timestamp,
+    pub ok: bool,
+    /// The report as JSON (see app::test_connection::TestReport).
+    pub report: String,
+}
+
+/// What the server form sends: text, not yet trusted.
+#[derive(Debug, Clone, Default)]
+pub struct ServerDraft {
+    pub name: String,
+    pub auth: String,
+    pub username: String,
+    /// `None`: keep the stored password.
+    pub password: Option<SecretString>,
+    pub host: String,
+    pub port: String,
+    pub security: String,
+    pub from_filter: String,
+    pub priority: String,
+}
+
+/// A draft that passed every rule.
+#[derive(Debug, Clone)]
+pub struct ValidServer {
+    pub name: String,
+    pub auth: AuthMethod,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub from_filter: Option<String>,
+    pub priority: i64,
+}
+
+/// Messages per form field, in the order the form shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors(pub Vec<(&'static str, String)>);
+
+impl FieldErrors {
+    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl ServerDraft {
+    /// Checks every field and reports every problem at once. `had_password` says whether a
+    /// password is already stored (a blank password field keeps it).
+    pub fn validate(&self, had_password: bool) -> Result<ValidServer, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let name = self.name.trim().to_string();
+        if name.is_empty() {
+            errors.add(
+                "name",
+                "Give this server a Description, e.g. \"Gmail (sales)\".",
+            );
+        } else if name.chars().count() > 100 {
+            errors.add("name", "Keep the Description under 100 characters.");
+        }
+        let auth = AuthMethod::parse(self.auth.trim()).unwrap_or_else(|| {
+            errors.add("auth", "Choose how to authenticate.");
+            AuthMethod::None
+        });
+        let security = Security::parse(self.security.trim()).unwrap_or_else(|| {
+            errors.add("security", "Choose a connection security.");
+            Security::StartTls
+        });
+        let host = self.host.trim().to_ascii_lowercase();
+        if host.is_empty() {
+            errors.add("host", "Enter the SMTP host, e.g. smtp.gmail.com.");
+        } else if !(is_domain(&host)
+            || host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok())
+        {
+            errors.add(
+                "host",
+                format!("`{host}` is not a host name or an IP address."),
+            );
+        }
+        let port = match self.port.trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                errors.add(
+                    "port",
+                    format!("`{}` is not a port (1-65535).", self.port.trim()),
+                );
+                0
+            }
+        };
+        let priority = match self.priority.trim() {
+            "" => 10,
+            text => text.parse::<i64>().unwrap_or_else(|_| {
+                errors.add("priority", format!("`{text}` is not a whole number."));
+                10
+            }),
+        };
+        let from_filter = match self.from_filter.trim() {
+            "" => None,
+            text if EmailAddress::parse(text).is_ok() => Some(text.to_ascii_lowercase()),
+            text if is_domain(text) => Some(text.to_ascii_lowercase()),
+            text => {
+                errors.add(
+                    "from_filter",
+                    format!("`{text}` is neither an email address nor a domain."),
+                );
+                None
+            }
+        };
+        let username = self.username.trim().to_string();
+        let new_password = self
+            .password
+            .as_ref()
+            .filter(|p| !secrecy::ExposeSecret::expose_secret(*p).is_empty());
+        match auth {
+            AuthMethod::Gmail => {
+                match EmailAddress::parse(&username) {
+                    Ok(_) => {}
+                    Err(_) if username.is_empty() => errors.add(
+                        "username",
+                        "Please fill the \"Username\" field with your Gmail username (your email address). It must be the Google account you will connect.",
+                    ),
+                    Err(e) => errors.add("username", format!("{e}: a Gmail server needs the Gmail address it sends as.")),
+                }
+                if new_password.is_some() {
+                    errors.add(
+                        "password",
+                        format!("Please leave the password field empty for Gmail mail server “{name}”. The OAuth process does not require it."),
+                    );
+                }
+                if security == Security::None {
+                    errors.add(
+                        "security",
+                        "Gmail requires TLS: choose STARTTLS (port 587) or SSL/TLS (port 465).",
+                    );
+                }
+            }
+            AuthMethod::Password => {
+                if username.is_empty() {
+                    errors.add("username", "Enter the username to log in with.");
+                }
+                if new_password.is_none() && !had_password {
+                    errors.add("password", "Enter the password to log in with.");
+                }
+            }
+            AuthMethod::None => {}
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ValidServer {
+            name,
+            auth,
+            username: match (auth, username.is_empty()) {
+                (_, true) | (AuthMethod::None, _) => None,
+                (AuthMethod::Gmail, false) => Some(username.to_ascii_lowercase()),
+                (AuthMethod::Password, false) => Some(username),
+            },
+            password: if auth == AuthMethod::Password {
+                new_password.cloned()
+            } else {
+                None
+            },
+            host,
+            port,
+            security,
+            from_filter,
+            priority,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gmail() -> ServerDraft {
+        ServerDraft {
+            name: "Gmail".into(),
+            auth: "gmail".into(),
+            username: "Alice@Gmail.com".into(),
+            password: None,
+            host: "smtp.gmail.com".into(),
+            port: "587".into(),
+            security: "starttls".into(),
+            from_filter: String::new(),
+            priority: "10".into(),
+        }
+    }
+
+    #[test]
+    fn a_proper_gmail_server_passes_and_is_normalised() {
+        let valid = gmail().validate(false).unwrap();
+        assert_eq!(valid.username.as_deref(), Some("alice@gmail.com"));
+        assert_eq!(valid.port, 587);
+    }
+
+    #[test]
+    fn gmail_rules_refuse_password_plaintext_and_a_bad_username() {
+        let mut draft = gmail();
+        draft.password = Some(SecretString::from("hunter2"));
+        draft.security = "none".into();
+        draft.username = "alice".into();
+        let errors = draft.validate(false).unwrap_err();
+        assert!(
+            errors
+                .get("password")
+                .unwrap()
+                .contains("leave the password field empty")
+        );
+        assert!(
+            errors
+                .get("security")
+                .unwrap()
+                .contains("Gmail requires TLS")
+        );
+        assert!(
+            errors
+                .get("username")
+                .unwrap()
+                .contains("`alice` is not an email address")
+        );
+        let mut draft = gmail();
+        draft.username = String::new();
+        assert!(
+            draft
+                .validate(false)
+                .unwrap_err()
+                .get("username")
+                .unwrap()
+                .contains("Please fill the \"Username\" field")
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named_at_once() {
+        let draft = ServerDraft {
+            name: " ".into(),
+            auth: "magic".into(),
+            host: "bad host!".into(),
+            port: "70000".into(),
+            security: "tls".into(),
+            from_filter: "not a filter".into(),
+            priority: "high".into(),
+            ..Default::default()
+        };
+        let errors = draft.validate(false).unwrap_err();
+        let fields: Vec<&str> = errors.0.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            fields,
+            ["name", "auth", "host", "port", "priority", "from_filter"]
+        );
+    }
+
+    #[test]
+    fn password_servers_keep_a_stored_password_when_the_field_is_blank() {
+        let mut draft = gmail();
+        draft.auth = "password".into();
+        draft.username = "relay-user".into();
+        assert!(draft.validate(false).unwrap_err().get("password").is_some());
+        assert!(draft.validate(true).is_ok());
+    }
+}

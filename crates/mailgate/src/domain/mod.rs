@@ -1,0 +1,11 @@
+//! Domain rules, free of I/O: parse input into types that cannot be wrong, decide what things mean.
+
+pub mod connection;
+pub mod email;
+pub mod mail_server;
+pub mod smtp_reply;
+
+pub use connection::{ConnectionStatus, GoogleConnection, TokenBadge};
+pub use email::EmailAddress;
+pub use mail_server::{AuthMethod, FieldErrors, MailServer, Security, ServerDraft, ValidServer};
+pub use smtp_reply::{Reply, Stage};

@@ -1,0 +1,77 @@
+//! Building and running the service; `main` and the tests share this, so tests run the real thing
+//! on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::app::{App, StartError};
+use crate::clock::SharedClock;
+use crate::config::Config;
+
+pub struct Application {
+    listener: TcpListener,
+    app: Arc<App>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the web server stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+impl Application {
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, ServeError> {
+        let addr = config.http_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Self::build_on(listener, config, clock).await
+    }
+
+    /// With a listener bound beforehand: tests bind port 0 first, because the public URL (and so
+    /// the redirect URI registered at Google) contains the port.
+    pub async fn build_on(
+        listener: TcpListener,
+        config: Config,
+        clock: SharedClock,
+    ) -> Result<Self, ServeError> {
+        let app = App::open(config, clock).await?;
+        Ok(Self { listener, app })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        Arc::clone(&self.app)
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let router = crate::web::router(Arc::clone(&self.app));
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve)?;
+        self.app.store.close().await;
+        Ok(())
+    }
+}

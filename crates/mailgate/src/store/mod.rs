@@ -1,0 +1,189 @@
+//! Persistence: SQLite by default (one file, no setup), PostgreSQL for many instances. One query
+//! layer serves both through sqlx's `Any` driver; only the migrations differ per backend. Queries
+//! use `$1` placeholders, which SQLite also binds by number.
+
+mod admins;
+mod connections;
+mod oauth_states;
+mod servers;
+mod settings;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
+
+pub use admins::{AdminRecord, SessionRecord};
+pub use connections::{ConnectionRecord, NewConnection};
+pub use oauth_states::{OauthState, StateLookup};
+pub use settings::GoogleSettings;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "this database was written by a newer mailgate (schema version {found}; this mailgate knows up to {known}). Run the newer mailgate, or restore the backup taken before upgrading."
+    )]
+    NewerSchema { found: i64, known: i64 },
+    #[error("{0} already exists")]
+    Duplicate(String),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Where the schema stands: the newest migration applied and the newest this build knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    pub applied: Option<i64>,
+    pub known: i64,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        self.applied == Some(self.known)
+    }
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://path` creates the file; `postgres://...`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time anyway; a few readers alongside it.
+                Backend::Sqlite => 4,
+                Backend::Postgres => 10,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers work while a write commits; FULL survives power loss,
+                        // not just a crash; the busy timeout queues writers instead of failing.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let known = self
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or_default();
+        let exists_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let exists: i64 = sqlx::query(exists_sql)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let applied = if exists > 0 {
+            sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get::<Option<i64>, _>("v")?
+        } else {
+            None
+        };
+        Ok(SchemaStatus { applied, known })
+    }
+
+    /// Brings the schema up to date. A database from a newer mailgate is refused before anything
+    /// is touched: running old code on a new schema is how Flectra's "module not updated"
+    /// Forbidden happens.
+    pub async fn migrate(&self) -> Result<SchemaStatus, StoreError> {
+        let before = self.schema_status().await?;
+        if let Some(found) = before.applied
+            && found > before.known
+        {
+            return Err(StoreError::NewerSchema {
+                found,
+                known: before.known,
+            });
+        }
+        self.migrator().run(&self.pool).await?;
+        self.schema_status().await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Turns a unique-constraint violation into a readable `Duplicate`.
+fn duplicate(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what.into()),
+        _ => StoreError::Database(e),
+    }
+}
+
+fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>, sqlx::Error> {
+    row.try_get::<Option<i64>, _>(column)
+}
+
+fn opt_string(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(column)
+}
+
+fn opt_bytes(row: &AnyRow, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    row.try_get::<Option<Vec<u8>>, _>(column)
+}

@@ -1,0 +1,103 @@
+//! The `state` of "Connect your Gmail account": a random nonce, kept here as a hash with who
+//! started the round trip, for which server, the PKCE verifier (sealed) and a ten-minute expiry.
+
+use secrecy::SecretString;
+use sqlx::Row;
+
+use super::{Store, StoreError, opt_i64};
+use crate::clock::Timestamp;
+use crate::crypto::Sealer;
+
+pub struct OauthState {
+    pub server_id: i64,
+    pub admin_id: i64,
+    pub verifier: SecretString,
+}
+
+/// Why a state was refused, or the state itself. Each refusal gets its own explanation.
+pub enum StateLookup {
+    Unknown,
+    Expired,
+    Used,
+    /// Started by another admin.
+    Foreign,
+    Valid(OauthState),
+}
+
+const PURPOSE: &str = "oauth_states.verifier";
+
+impl Store {
+    pub async fn create_oauth_state(
+        &self,
+        sealer: &Sealer,
+        nonce_hash: &str,
+        state: &OauthState,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        // Old rounds trips are only evidence for "expired" for a while; a day is plenty.
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(now - 86_400)
+            .execute(self.pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (nonce_hash, server_id, admin_id, verifier_sealed, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(nonce_hash)
+        .bind(state.server_id)
+        .bind(state.admin_id)
+        .bind(sealer.seal_secret(PURPOSE, &state.verifier))
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Checks the state and, when it is valid, spends it in the same statement, so two tabs
+    /// racing with one callback URL cannot both use it.
+    pub async fn take_oauth_state(
+        &self,
+        sealer: &Sealer,
+        nonce_hash: &str,
+        admin_id: i64,
+        now: Timestamp,
+    ) -> Result<StateLookup, StoreError> {
+        let row = sqlx::query(
+            "SELECT server_id, admin_id, verifier_sealed, expires_at, used_at FROM oauth_states WHERE nonce_hash = $1",
+        )
+        .bind(nonce_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(StateLookup::Unknown);
+        };
+        if opt_i64(&row, "used_at")?.is_some() {
+            return Ok(StateLookup::Used);
+        }
+        if row.try_get::<i64, _>("admin_id")? != admin_id {
+            return Ok(StateLookup::Foreign);
+        }
+        if row.try_get::<i64, _>("expires_at")? <= now {
+            return Ok(StateLookup::Expired);
+        }
+        let spent = sqlx::query(
+            "UPDATE oauth_states SET used_at = $1 WHERE nonce_hash = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(nonce_hash)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if spent != 1 {
+            return Ok(StateLookup::Used);
+        }
+        let sealed: Vec<u8> = row.try_get("verifier_sealed")?;
+        Ok(StateLookup::Valid(OauthState {
+            server_id: row.try_get("server_id")?,
+            admin_id,
+            verifier: sealer.open_secret(PURPOSE, &sealed)?,
+        }))
+    }
+}

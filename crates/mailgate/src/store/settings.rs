@@ -1,0 +1,117 @@
+//! Installation settings: a key/value table whose secrets are sealed.
+
+use secrecy::SecretString;
+use sqlx::Row;
+
+use super::{Store, StoreError, opt_bytes, opt_string};
+use crate::clock::Timestamp;
+use crate::crypto::Sealer;
+
+const CUSTOM_SERVERS: &str = "custom_email_servers";
+const CLIENT_ID: &str = "google.client_id";
+const CLIENT_SECRET: &str = "google.client_secret";
+const TEST_RECIPIENT: &str = "test_recipient";
+
+/// The "Gmail Credentials" block of Settings, and the switch that shows it.
+#[derive(Debug, Clone, Default)]
+pub struct GoogleSettings {
+    pub custom_email_servers: bool,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    /// Where "Test Connection" points RCPT TO; empty means the server's own Username.
+    pub test_recipient: Option<String>,
+}
+
+impl GoogleSettings {
+    pub fn credentials(&self) -> Option<(&str, &SecretString)> {
+        Some((self.client_id.as_deref()?, self.client_secret.as_ref()?))
+    }
+}
+
+impl Store {
+    async fn setting(&self, key: &str) -> Result<(Option<String>, Option<Vec<u8>>), StoreError> {
+        let row = sqlx::query("SELECT value, sealed FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => (opt_string(&r, "value")?, opt_bytes(&r, "sealed")?),
+            None => (None, None),
+        })
+    }
+
+    async fn put_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        sealed: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, sealed, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET value = $2, sealed = $3, updated_at = $4",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(sealed)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn google_settings(&self, sealer: &Sealer) -> Result<GoogleSettings, StoreError> {
+        let (custom, _) = self.setting(CUSTOM_SERVERS).await?;
+        let (client_id, _) = self.setting(CLIENT_ID).await?;
+        let (_, secret) = self.setting(CLIENT_SECRET).await?;
+        let (test_recipient, _) = self.setting(TEST_RECIPIENT).await?;
+        Ok(GoogleSettings {
+            custom_email_servers: custom.as_deref() == Some("1"),
+            client_id: client_id.filter(|v| !v.is_empty()),
+            client_secret: secret
+                .map(|s| sealer.open_secret(CLIENT_SECRET, &s))
+                .transpose()?,
+            test_recipient: test_recipient.filter(|v| !v.is_empty()),
+        })
+    }
+
+    /// Saves the form. A `None` secret keeps the stored one: the page never sends it back, so a
+    /// blank field means "unchanged".
+    pub async fn save_google_settings(
+        &self,
+        sealer: &Sealer,
+        settings: &GoogleSettings,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let flag = if settings.custom_email_servers {
+            "1"
+        } else {
+            "0"
+        };
+        self.put_setting(CUSTOM_SERVERS, Some(flag), None, now)
+            .await?;
+        self.put_setting(CLIENT_ID, settings.client_id.as_deref(), None, now)
+            .await?;
+        if let Some(secret) = &settings.client_secret {
+            let sealed = sealer.seal_secret(CLIENT_SECRET, secret);
+            self.put_setting(CLIENT_SECRET, None, Some(&sealed), now)
+                .await?;
+        }
+        self.put_setting(
+            TEST_RECIPIENT,
+            settings.test_recipient.as_deref(),
+            None,
+            now,
+        )
+        .await
+    }
+
+    pub async fn has_setting(&self, key: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,49 @@
+//! The one TLS client configuration mailgate uses, for Google's HTTPS endpoints and for SMTP/IMAP:
+//! the Mozilla roots plus, when configured, an extra CA (how tests trust gsim). Certificates are
+//! always verified; there is no switch to turn that off.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("extra CA file {path}: {message}")]
+    ExtraCa { path: String, message: String },
+    #[error("TLS setup: {0}")]
+    Setup(String),
+}
+
+pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    // One provider for the whole process: anything that asks rustls for the default (a library
+    // building its own client) gets ring too, instead of a panic. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let fail = |message: String| TlsError::ExtraCa {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| fail(e.to_string()))?;
+            roots.add(cert).map_err(|e| fail(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(fail("no PEM certificate in it".into()));
+        }
+    }
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Arc::new(config))
+}

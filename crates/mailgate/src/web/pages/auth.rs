@@ -1,0 +1,216 @@
+//! Sign in, sign out, and the one-time setup link that creates the first admin.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{redirect_with, with_status};
+use crate::app::admins::LoginError;
+use crate::app::{App, AppError};
+use crate::web::WebError;
+use crate::web::guard::PreSessionCsrf;
+use crate::web::session::{Flash, SESSION_COOKIE, cookie, current_admin, safe_next, set_cookie};
+use crate::web::views::{Chrome, LoginPage, SetupPage};
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+pub async fn login_page(
+    State(app): State<Arc<App>>,
+    Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<NextQuery>,
+) -> Result<Response, WebError> {
+    let next = safe_next(query.next.as_deref());
+    if current_admin(&headers, &app).await?.is_some() {
+        return Ok(Redirect::to(&next).into_response());
+    }
+    Ok(LoginPage {
+        chrome: Chrome::anonymous(csrf.clone(), Flash::from_headers(&headers)),
+        error: None,
+        csrf,
+        next,
+        email: String::new(),
+    }
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref());
+    match app
+        .login(
+            &form.email,
+            SecretString::from(form.password),
+            &peer.ip().to_string(),
+        )
+        .await
+    {
+        Ok(session) => {
+            let mut response = Redirect::to(&next).into_response();
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(
+                    &app,
+                    SESSION_COOKIE,
+                    &session.cookie,
+                    session.max_age,
+                    "Lax",
+                ),
+            );
+            response
+        }
+        Err(e) => {
+            let status = match e {
+                LoginError::Wrong => StatusCode::UNAUTHORIZED,
+                LoginError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+                LoginError::App(ref inner) => {
+                    return WebError::from(AppError::Refused(inner.to_string())).into_response();
+                }
+            };
+            with_status(
+                status,
+                LoginPage {
+                    chrome: Chrome::anonymous(csrf.clone(), None),
+                    error: Some(e.to_string()),
+                    csrf,
+                    next,
+                    email: form.email,
+                },
+            )
+        }
+    }
+}
+
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, WebError> {
+    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        app.logout(&value).await?;
+    }
+    let mut response = redirect_with(&app, "/login", Flash::ok("Signed out."));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&app, SESSION_COOKIE, "", 0, "Lax"),
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn setup_page(
+    State(app): State<Arc<App>>,
+    Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, WebError> {
+    let valid = app.setup_token_valid(&query.token).await?;
+    let page = SetupPage {
+        chrome: Chrome::anonymous(csrf.clone(), None),
+        valid,
+        error: None,
+        csrf,
+        token: query.token,
+        email: String::new(),
+    };
+    Ok(if valid {
+        page.into_response()
+    } else {
+        with_status(StatusCode::FORBIDDEN, page)
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    token: String,
+    email: String,
+    password: String,
+    confirm: String,
+}
+
+pub async fn setup(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
+    Form(form): Form<SetupForm>,
+) -> Result<Response, WebError> {
+    let page = |error: String, valid: bool| {
+        with_status(
+            StatusCode::BAD_REQUEST,
+            SetupPage {
+                chrome: Chrome::anonymous(csrf.clone(), None),
+                valid,
+                error: Some(error),
+                csrf: csrf.clone(),
+                token: form.token.clone(),
+                email: form.email.clone(),
+            },
+        )
+    };
+    if form.password != form.confirm {
+        return Ok(page("The two passwords differ.".into(), true));
+    }
+    match app
+        .create_admin_with_link(
+            &form.token,
+            &form.email,
+            SecretString::from(form.password.clone()),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(AppError::Invalid(errors)) => return Ok(page(errors.to_string(), true)),
+        Err(AppError::Refused(message)) => return Ok(page(message, false)),
+        Err(other) => return Err(other.into()),
+    }
+    // Signed in at once: the admin just proved who they are.
+    let session = app
+        .login(
+            &form.email,
+            SecretString::from(form.password),
+            &peer.ip().to_string(),
+        )
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let mut response = redirect_with(
+        &app,
+        "/settings",
+        Flash::ok(
+            "Admin created. Next: turn on Custom Email Servers and enter your Gmail Credentials.",
+        ),
+    );
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            &app,
+            SESSION_COOKIE,
+            &session.cookie,
+            session.max_age,
+            "Lax",
+        ),
+    );
+    Ok(response)
+}

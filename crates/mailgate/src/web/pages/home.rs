@@ -1,0 +1,101 @@
+//! The overview: the seed's flow as a checklist, and what needs attention.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+
+use crate::app::App;
+use crate::clock::{format_utc, relative};
+use crate::domain::connection::EXPIRY_WARNING_SECS;
+use crate::domain::{AuthMethod, TokenBadge};
+use crate::web::WebError;
+use crate::web::session::{Admin, Flash};
+use crate::web::views::{ChecklistStep, Chrome, OverviewPage};
+
+pub async fn overview(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    headers: HeaderMap,
+) -> Result<OverviewPage, WebError> {
+    let settings = app.google_settings().await?;
+    let servers = app.server_summaries().await?;
+    let now = app.now();
+    let gmail: Vec<_> = servers
+        .iter()
+        .filter(|s| s.server.auth == AuthMethod::Gmail)
+        .collect();
+    let first_gmail = gmail
+        .first()
+        .map(|s| format!("/servers/{}", s.server.id))
+        .unwrap_or_else(|| "/servers/new".into());
+    let connected = gmail.iter().find(|s| s.badge == Some(TokenBadge::Valid));
+    let tested = gmail
+        .iter()
+        .find(|s| s.server.last_test.as_ref().is_some_and(|t| t.ok));
+    let steps = vec![
+        ChecklistStep {
+            done: settings.credentials().is_some() && settings.custom_email_servers,
+            href: "/settings".into(),
+            label: "Enter the Gmail Credentials".into(),
+            detail: "Settings → Custom Email Servers → Client ID and Client Secret".into(),
+        },
+        ChecklistStep {
+            done: !gmail.is_empty(),
+            href: first_gmail.clone(),
+            label: "Create a Gmail outgoing server".into(),
+            detail: "Authenticate with Gmail OAuth, Username = the Gmail address".into(),
+        },
+        ChecklistStep {
+            done: connected.is_some(),
+            href: connected
+                .map(|s| format!("/servers/{}", s.server.id))
+                .unwrap_or_else(|| first_gmail.clone()),
+            label: "Connect your Gmail account".into(),
+            detail: "until the server shows “Gmail Token Valid”".into(),
+        },
+        ChecklistStep {
+            done: tested.is_some(),
+            href: tested
+                .map(|s| format!("/servers/{}", s.server.id))
+                .unwrap_or(first_gmail),
+            label: "Test Connection".into(),
+            detail: "until it says “Connection Test Successful!”".into(),
+        },
+    ];
+    let mut warnings = Vec::new();
+    if app.config.public_url_rejected_by_google() {
+        warnings.push(format!(
+            "mailgate's public URL {} is plain http on a non-local host: Google will refuse the redirect URI. Serve it over https and set MAILGATE_PUBLIC_URL.",
+            app.config.public_base()
+        ));
+    }
+    for summary in &gmail {
+        let name = &summary.server.name;
+        match &summary.badge {
+            Some(TokenBadge::ReconnectNeeded { reason, .. }) => {
+                warnings.push(format!("{name}: Reconnect needed ({reason})."));
+            }
+            Some(TokenBadge::Valid) => {
+                if let Some(expires) = summary
+                    .connection
+                    .as_ref()
+                    .and_then(|c| c.refresh_expires_at)
+                    .filter(|t| *t - now < EXPIRY_WARNING_SECS)
+                {
+                    warnings.push(format!(
+                        "{name}: the Google connection stops working {} ({}): the app is in Testing.",
+                        relative(expires, now),
+                        format_utc(expires)
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(OverviewPage {
+        chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&headers)),
+        warnings,
+        steps,
+    })
+}

@@ -1,0 +1,157 @@
+//! Cookies, the signed-in admin, and flash messages.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use super::WebError;
+use crate::app::App;
+use crate::app::admins::AdminSession;
+
+pub const SESSION_COOKIE: &str = "mailgate_session";
+/// Before sign-in there is no session to hold a CSRF token, so the token rides in this cookie
+/// and in the form (double submit).
+pub const CSRF_COOKIE: &str = "mailgate_csrf";
+pub const FLASH_COOKIE: &str = "mailgate_flash";
+
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A `Set-Cookie` value: HttpOnly always, Secure when mailgate is served over https.
+pub fn set_cookie(
+    app: &App,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    same_site: &str,
+) -> HeaderValue {
+    let secure = if app.config.public_url_is_https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The signed-in admin. Pages that take this are for admins only: anyone else is sent to the
+/// sign-in page, which comes back here afterwards.
+pub struct Admin(pub AdminSession);
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        match current_admin(&parts.headers, app).await? {
+            Some(session) => Ok(Admin(session)),
+            None => Err(WebError::SignIn {
+                next: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into()),
+            }),
+        }
+    }
+}
+
+pub async fn current_admin(
+    headers: &HeaderMap,
+    app: &App,
+) -> Result<Option<AdminSession>, WebError> {
+    match cookie(headers, SESSION_COOKIE) {
+        Some(value) if !value.is_empty() => Ok(app.session(&value).await?),
+        _ => Ok(None),
+    }
+}
+
+/// A one-shot message shown on the next page ("Saved.", a warning).
+#[derive(Debug, Clone)]
+pub struct Flash {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl Flash {
+    pub fn ok(text: impl Into<String>) -> Self {
+        Self {
+            kind: "ok",
+            text: text.into(),
+        }
+    }
+
+    pub fn warn(text: impl Into<String>) -> Self {
+        Self {
+            kind: "warn",
+            text: text.into(),
+        }
+    }
+
+    pub fn cookie_value(&self) -> String {
+        let encoded: String = form_urlencoded::byte_serialize(self.text.as_bytes()).collect();
+        format!("{}:{encoded}", self.kind)
+    }
+
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let raw = cookie(headers, FLASH_COOKIE)?;
+        let (kind, encoded) = raw.split_once(':')?;
+        let text = form_urlencoded::parse(format!("t={encoded}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())?;
+        let kind = if kind == "ok" { "ok" } else { "warn" };
+        Some(Self { kind, text })
+    }
+}
+
+/// Only local paths are followed after sign-in: no open redirect.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_paths_stay_local() {
+        assert_eq!(safe_next(Some("/servers/1")), "/servers/1");
+        assert_eq!(safe_next(Some("//evil.example/x")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn flash_round_trips_through_its_cookie() {
+        let flash = Flash::warn("Saved; but: 100% & more");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("a=b; {FLASH_COOKIE}={}", flash.cookie_value()))
+                .unwrap(),
+        );
+        let back = Flash::from_headers(&headers).unwrap();
+        assert_eq!(
+            (back.kind, back.text.as_str()),
+            ("warn", "Saved; but: 100% & more")
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The pages: one struct per template, holding exactly what the template shows.
+
+use askama::Template;
+use askama_web::WebTemplate;
+
+use super::session::Flash;
+use crate::app::admins::AdminSession;
+use crate::app::connect_gmail::Explanation;
+use crate::app::settings::SettingsView;
+use crate::app::test_connection::TestFailure;
+use crate::domain::{FieldErrors, ServerDraft};
+
+/// What every page's frame needs: who is signed in, the CSRF token for its forms, the flash.
+pub struct Chrome {
+    pub admin_email: Option<String>,
+    pub csrf: String,
+    pub flash: Option<Flash>,
+    pub nav: &'static str,
+}
+
+impl Chrome {
+    pub fn admin(session: &AdminSession, nav: &'static str, flash: Option<Flash>) -> Self {
+        Self {
+            admin_email: Some(session.email.clone()),
+            csrf: session.csrf_token.clone(),
+            flash,
+            nav,
+        }
+    }
+
+    pub fn anonymous(csrf: String, flash: Option<Flash>) -> Self {
+        Self {
+            admin_email: None,
+            csrf,
+            flash,
+            nav: "",
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub chrome: Chrome,
+    pub error: Option<String>,
+    pub csrf: String,
+    pub next: String,
+    pub email: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "setup.html")]
+pub struct SetupPage {
+    pub chrome: Chrome,
+    pub valid: bool,
+    pub error: Option<String>,
+    pub csrf: String,
+    pub token: String,
+    pub email: String,
+}
+
+pub struct ChecklistStep {
+    pub done: bool,
+    pub href: String,
+    pub label: String,
+    pub detail: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "overview.html")]
+pub struct OverviewPage {
+    pub chrome: Chrome,
+    pub warnings: Vec<String>,
+    pub steps: Vec<ChecklistStep>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings.html")]
+pub struct SettingsPage {
+    pub chrome: Chrome,
+    pub view: SettingsView,
+    pub errors: FieldErrors,
+}
+
+pub struct ServerRow {
+    pub id: i64,
+    pub name: String,
+    pub auth: &'static str,
+    pub username: String,
+    pub endpoint: String,
+    /// (label, css class)
+    pub badge: Option<(&'static str, &'static str)>,
+    pub priority: i64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "servers.html")]
+pub struct ServersPage {
+    pub chrome: Chrome,
+    pub rows: Vec<ServerRow>,
+}
+
+pub struct TestView {
+    pub ok: bool,
+    pub when: String,
+    pub steps: Vec<String>,
+    pub failure: Option<TestFailure>,
+}
+
+pub struct ExpiryView {
+    pub date: String,
+    pub relative: String,
+    pub soon: bool,
+}
+
+pub struct GmailPanel {
+    pub username: String,
+    pub label: &'static str,
+    pub css: &'static str,
+    pub reason: Option<String>,
+    pub since: Option<String>,
+    pub expiry: Option<ExpiryView>,
+    pub last_error: Option<String>,
+    pub connected: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "server_form.html")]
+pub struct ServerFormPage {
+    pub chrome: Chrome,
+    pub id: Option<i64>,
+    pub draft: ServerDraft,
+    pub has_password: bool,
+    pub errors: FieldErrors,
+    pub gmail: Option<GmailPanel>,
+    pub credentials_missing: bool,
+    pub last_test: Option<TestView>,
+    pub auth_options: Vec<(&'static str, &'static str)>,
+    pub security_options: Vec<(&'static str, &'static str)>,
+    pub gmail_host: String,
+    pub gmail_port: u16,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "oauth_error.html")]
+pub struct OauthErrorPage {
+    pub chrome: Chrome,
+    pub e: Explanation,
+}

@@ -1,0 +1,218 @@
+//! The binary: `serve` prints the setup link, `migrate`, `admin create` reads the password from
+//! standard input, `servers list|test` do from the shell what the pages do.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+fn mailgate(env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mailgate"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+fn temp_dir(label: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "mailgate-cli-{label}-{}-{}",
+        std::process::id(),
+        mailgate::crypto::random_token()
+    ))
+}
+
+#[test]
+fn migrate_creates_the_database_and_a_private_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("migrate");
+    let out = mailgate(&[("MAILGATE_DATA_DIR", dir.display().to_string())])
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("database schema is current (version ")
+    );
+    let mode = std::fs::metadata(dir.join("secret.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn admin_create_reads_the_password_from_stdin_and_names_what_is_wrong() {
+    let dir = temp_dir("admin");
+    let env = [("MAILGATE_DATA_DIR", dir.display().to_string())];
+    let run = |password: &str| {
+        let mut child = mailgate(&env)
+            .args(["admin", "create", "--email", ADMIN])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let weak = run("short");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("Use at least 12 characters."));
+    let ok = run(ADMIN_PASSWORD);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(&format!("admin {ADMIN} created")));
+    let again = run(ADMIN_PASSWORD);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("an admin with this email already exists")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_prints_a_setup_link_and_stops_on_sigterm() {
+    let dir = temp_dir("serve");
+    let mut child = mailgate(&[
+        ("MAILGATE_DATA_DIR", dir.display().to_string()),
+        ("MAILGATE_HTTP_ADDR", "127.0.0.1:0".into()),
+    ])
+    .arg("serve")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "No admin yet. Create one within the hour at:"
+    );
+    let link = lines.next().unwrap().unwrap();
+    assert!(
+        link.trim()
+            .starts_with("http://127.0.0.1:8069/setup?token="),
+        "{link}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_typo_in_the_config_file_is_named() {
+    let dir = temp_dir("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mailgate.toml");
+    std::fs::write(&file, "public_ur = \"https://x.example\"\n").unwrap();
+    let out = mailgate(&[])
+        .args(["--config", file.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `public_ur`"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn servers_list_and_test_work_from_the_shell() {
+    let t = spawn(Db::Sqlite).await;
+    let id = t.ready_to_connect().await;
+    assert_eq!(t.connect(id, ALICE).await.status, StatusCode::SEE_OTHER);
+    let endpoints = t.gsim.endpoints().clone();
+    let env = vec![
+        ("MAILGATE_DATA_DIR", t.data_dir.display().to_string()),
+        ("MAILGATE_DATABASE_URL", t.database_url.clone()),
+        ("MAILGATE_PUBLIC_URL", t.base.clone()),
+        (
+            "MAILGATE_GOOGLE_TOKEN_URL",
+            format!("{}/token", endpoints.http),
+        ),
+        (
+            "MAILGATE_EXTRA_CA_FILE",
+            endpoints.ca_cert.display().to_string(),
+        ),
+    ];
+    let list = tokio::task::spawn_blocking({
+        let env = env.clone();
+        move || mailgate(&env).args(["servers", "list"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        stdout.contains("Gmail") && stdout.contains("Gmail Token Valid"),
+        "{stdout}"
+    );
+
+    let test = tokio::task::spawn_blocking({
+        let env = env.clone();
+        move || {
+            mailgate(&env)
+                .args(["servers", "test", "Gmail"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(
+        stdout.trim_end().ends_with("Connection Test Successful!"),
+        "{stdout}"
+    );
+
+    t.gsim.world().arm_smtp_fault(gsim::SmtpFault {
+        stage: gsim::SmtpStage::Mail,
+        reply: Some("550 5.4.5 Daily user sending quota exceeded. {id} - gsmtp".into()),
+        close: false,
+        count: 1,
+        account: None,
+    });
+    let failed = tokio::task::spawn_blocking(move || {
+        mailgate(&env)
+            .args(["servers", "test", "Gmail"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(!failed.status.success());
+    assert!(
+        stdout.contains("Connection Test Failed at MAIL FROM"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("550 5.4.5 Daily user sending quota exceeded."));
+    assert!(stdout.contains("daily sending limit"));
+    t.finish().await;
+}

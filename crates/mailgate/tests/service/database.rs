@@ -1,0 +1,110 @@
+//! The database: embedded migrations, a newer schema refused, and PostgreSQL doing everything
+//! SQLite does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mailgate::app::{App, StartError};
+use mailgate::clock::SystemClock;
+use mailgate::config::Config;
+use mailgate::store::StoreError;
+use reqwest::StatusCode;
+use sqlx::Row;
+
+use crate::support::*;
+
+fn config_of(t: &TestApp) -> Config {
+    let env: BTreeMap<String, String> = [
+        (
+            "MAILGATE_DATA_DIR".to_string(),
+            t.data_dir.display().to_string(),
+        ),
+        ("MAILGATE_DATABASE_URL".to_string(), t.database_url.clone()),
+    ]
+    .into_iter()
+    .collect();
+    Config::from_sources(None, &env).unwrap()
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_mailgate_is_refused_with_a_message_saying_so() {
+    let t = spawn(Db::Sqlite).await;
+    let status = t.app.store.schema_status().await.unwrap();
+    assert!(status.is_current());
+    // Reopening a current database is a no-op.
+    App::open(config_of(&t), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (99991231000000, 'from the future', CURRENT_TIMESTAMP, TRUE, X'00', 0)",
+    )
+    .execute(t.app.store.pool())
+    .await
+    .unwrap();
+    let error = App::open(config_of(&t), Arc::new(SystemClock))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            error,
+            StartError::Store(StoreError::NewerSchema {
+                found: 99991231000000,
+                ..
+            })
+        ),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "written by a newer mailgate (schema version 99991231000000; this mailgate knows up to"
+        ),
+        "{message}"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn postgres_runs_the_whole_seed_flow_with_tokens_sealed() {
+    let t = spawn(Db::Postgres).await;
+    assert_eq!(t.app.store.backend(), mailgate::store::Backend::Postgres);
+    let id = t.ready_to_connect().await;
+    assert_eq!(t.connect(id, ALICE).await.status, StatusCode::SEE_OTHER);
+    let page = t.visit(&format!("/servers/{id}")).await;
+    assert!(page.has("Gmail Token Valid"));
+    let report = t.app.test_server(id).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    let row =
+        sqlx::query("SELECT refresh_token_sealed, access_token_sealed FROM google_connections")
+            .fetch_one(t.app.store.pool())
+            .await
+            .unwrap();
+    let refresh = t.refresh_token_at_google(ALICE);
+    for column in ["refresh_token_sealed", "access_token_sealed"] {
+        let sealed: Vec<u8> = row.try_get(column).unwrap();
+        assert!(
+            !sealed.windows(4).any(|w| w == b"1//0" || w == b"ya29"),
+            "{column} is sealed"
+        );
+        assert!(
+            !sealed
+                .windows(refresh.len())
+                .any(|w| w == refresh.as_bytes())
+        );
+    }
+    let settings = sqlx::query("SELECT COUNT(*) AS n FROM settings WHERE value LIKE '%GOCSPX%'")
+        .fetch_one(t.app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(settings.try_get::<i64, _>("n").unwrap(), 0);
+    // A forged state is refused on PostgreSQL too.
+    assert_eq!(
+        t.get("/google_gmail/confirm?state=forged&code=x")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    t.finish().await;
+}

@@ -1,0 +1,12 @@
+//! mailgate's black-box tests: the real service on port 0, a real database (SQLite, and
+//! PostgreSQL where noted), gsim over real TCP and TLS.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+mod admin_access;
+mod cli;
+mod connect_gmail;
+mod database;
+mod servers;
+mod settings;
+mod support;
+mod test_connection;

@@ -1,0 +1,478 @@
+//! The harness: mailgate on port 0 against an in-process gsim, with a browser-like HTTP client
+//! (cookie jar, no automatic redirects) and helpers for the seed's steps.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gsim::config::{AccountConfig, ClientConfig, PublishingStatus};
+use gsim::{Config as GsimConfig, Gsim};
+use mailgate::app::App;
+use mailgate::clock::OffsetClock;
+use mailgate::config::Config;
+use mailgate::startup::Application;
+use reqwest::StatusCode;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const CLIENT_ID: &str = "777000000001-mailgatetests0000000000000000.apps.googleusercontent.com";
+pub const CLIENT_SECRET: &str = "GOCSPX-mailgate-test-secret-0123456789";
+pub const ALICE: &str = "alice@gmail.com";
+pub const BOB: &str = "bob@example.com";
+pub const ADMIN: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub app: Arc<App>,
+    pub clock: Arc<OffsetClock>,
+    pub gsim: Gsim,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    postgres_db: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Page {
+    /// Whether the page shows `text`, as a reader sees it (entities decoded).
+    pub fn has(&self, text: &str) -> bool {
+        self.body.contains(text) || unescape(&self.body).contains(text)
+    }
+}
+
+fn unescape(html: &str) -> String {
+    html.replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#x2b;", "+")
+        .replace("&amp;", "&")
+}
+
+/// The gsim side: a web client in Testing (Alice is its test user), Alice and Bob.
+pub fn gsim_config(redirect_uri: &str) -> GsimConfig {
+    let mut config = GsimConfig::empty();
+    let mut client = ClientConfig::web(CLIENT_ID, CLIENT_SECRET, &[redirect_uri]);
+    client.name = "mailgate tests".into();
+    client.publishing_status = PublishingStatus::Testing;
+    client.test_users = vec![ALICE.into()];
+    config.clients = vec![client];
+    config.accounts = vec![AccountConfig::new(ALICE), AccountConfig::new(BOB)];
+    config
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("MAILGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn admin_pool() -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&postgres_admin_url())
+        .await
+        .expect("PostgreSQL reachable (start it: pg_ctlcluster ... main start)")
+}
+
+pub async fn spawn(db: Db) -> TestApp {
+    spawn_with(db, |_| {}).await
+}
+
+/// Starts gsim and mailgate; `tweak` may change mailgate's environment before it starts.
+pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let gsim = Gsim::start(gsim_config(&format!("{base}/google_gmail/confirm")), None)
+        .await
+        .unwrap();
+    let data_dir = std::env::temp_dir().join(format!(
+        "mailgate-test-{}-{}",
+        std::process::id(),
+        mailgate::crypto::random_token()
+    ));
+    let (database_url, postgres_db) = match db {
+        Db::Sqlite => (
+            format!("sqlite://{}", data_dir.join("mailgate.db").display()),
+            None,
+        ),
+        Db::Postgres => {
+            let name = format!(
+                "mailgate_test_{}",
+                mailgate::crypto::random_token()
+                    .to_ascii_lowercase()
+                    .replace(['-', '_'], "")
+                    .chars()
+                    .take(16)
+                    .collect::<String>()
+            );
+            let pool = admin_pool().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            let url = postgres_admin_url();
+            let server = url.rsplit_once('/').map(|(s, _)| s.to_string()).unwrap();
+            (format!("{server}/{name}"), Some(name))
+        }
+    };
+    let endpoints = gsim.endpoints().clone();
+    let mut env: BTreeMap<String, String> = [
+        ("MAILGATE_DATA_DIR", data_dir.display().to_string()),
+        ("MAILGATE_DATABASE_URL", database_url.clone()),
+        ("MAILGATE_PUBLIC_URL", base.clone()),
+        (
+            "MAILGATE_HTTP_ADDR",
+            listener.local_addr().unwrap().to_string(),
+        ),
+        (
+            "MAILGATE_GOOGLE_AUTH_URL",
+            format!("{}/o/oauth2/v2/auth", endpoints.http),
+        ),
+        (
+            "MAILGATE_GOOGLE_TOKEN_URL",
+            format!("{}/token", endpoints.http),
+        ),
+        (
+            "MAILGATE_GOOGLE_REVOKE_URL",
+            format!("{}/revoke", endpoints.http),
+        ),
+        (
+            "MAILGATE_GOOGLE_CERTS_URL",
+            format!("{}/oauth2/v3/certs", endpoints.http),
+        ),
+        ("MAILGATE_GMAIL_SMTP", endpoints.smtp_starttls.to_string()),
+        (
+            "MAILGATE_EXTRA_CA_FILE",
+            endpoints.ca_cert.display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    tweak(&mut env);
+    let config = Config::from_sources(None, &env).unwrap();
+    let clock = Arc::new(OffsetClock::default());
+    let application = Application::build_on(listener, config, clock.clone())
+        .await
+        .unwrap();
+    let app = application.app();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        application
+            .run_until_stopped(async move {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+    });
+    TestApp {
+        base,
+        app,
+        clock,
+        gsim,
+        http: browser(),
+        data_dir,
+        database_url,
+        postgres_db,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+pub fn browser() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&#x2b;", "+")
+            .replace("&amp;", "&"),
+    )
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        Page {
+            status: response.status(),
+            location: response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        Self::page(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// GET, following redirects within mailgate, as a browser would show the result.
+    pub async fn visit(&self, path: &str) -> Page {
+        let mut page = self.get(path).await;
+        let mut hops = 0;
+        while let Some(to) = page
+            .location
+            .clone()
+            .filter(|_| page.status.is_redirection())
+        {
+            hops += 1;
+            assert!(hops < 5, "redirect loop");
+            page = self.get(&to).await;
+        }
+        page
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::page(
+            self.http
+                .post(self.url(path))
+                .form(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// POST with the signed-in admin's CSRF token, as mailgate's own forms do.
+    pub async fn submit(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let csrf = self.csrf().await;
+        let mut fields: Vec<(&str, &str)> = vec![("_csrf", csrf.as_str())];
+        fields.extend_from_slice(form);
+        self.post(path, &fields).await
+    }
+
+    pub async fn csrf(&self) -> String {
+        let page = self.get("/settings").await;
+        hidden(&page.body, "_csrf").expect("a signed-in page carries a CSRF token")
+    }
+
+    /// The first admin, through the printed setup link; leaves the client signed in.
+    pub async fn create_admin(&self) {
+        let link = self.app.setup_link().await.unwrap().expect("no admin yet");
+        let form_page = self.get(&link).await;
+        assert_eq!(form_page.status, StatusCode::OK);
+        let csrf = hidden(&form_page.body, "_csrf").unwrap();
+        let token = hidden(&form_page.body, "token").unwrap();
+        let done = self
+            .post(
+                "/setup",
+                &[
+                    ("_csrf", &csrf),
+                    ("token", &token),
+                    ("email", ADMIN),
+                    ("password", ADMIN_PASSWORD),
+                    ("confirm", ADMIN_PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(done.location.as_deref(), Some("/settings"));
+    }
+
+    /// Signs the admin in again (after the clock moved past the session).
+    pub async fn sign_in(&self) {
+        let login = self.get("/login").await;
+        let csrf = hidden(&login.body, "_csrf").unwrap();
+        let done = self
+            .post(
+                "/login",
+                &[
+                    ("_csrf", &csrf),
+                    ("email", ADMIN),
+                    ("password", ADMIN_PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    }
+
+    pub async fn save_credentials(&self) {
+        let page = self
+            .submit(
+                "/settings",
+                &[
+                    ("custom_email_servers", "1"),
+                    ("client_id", CLIENT_ID),
+                    ("client_secret", CLIENT_SECRET),
+                    ("test_recipient", ""),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    }
+
+    pub async fn create_gmail_server(&self, name: &str, username: &str) -> i64 {
+        let smtp = self.gsim.endpoints().smtp_starttls;
+        let page = self
+            .submit(
+                "/servers",
+                &[
+                    ("name", name),
+                    ("auth", "gmail"),
+                    ("username", username),
+                    ("password", ""),
+                    ("host", "127.0.0.1"),
+                    ("port", &smtp.port().to_string()),
+                    ("security", "starttls"),
+                    ("from_filter", ""),
+                    ("priority", "10"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        page.location
+            .unwrap()
+            .trim_start_matches("/servers/")
+            .parse()
+            .unwrap()
+    }
+
+    /// Admin, credentials and a Gmail server for Alice: everything before "Connect".
+    pub async fn ready_to_connect(&self) -> i64 {
+        self.create_admin().await;
+        self.save_credentials().await;
+        self.create_gmail_server("Gmail", ALICE).await
+    }
+
+    /// Clicks "Connect your Gmail account" and returns where mailgate sends the browser.
+    pub async fn click_connect(&self, server_id: i64) -> String {
+        let page = self
+            .submit(&format!("/servers/{server_id}/connect"), &[])
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        page.location.unwrap()
+    }
+
+    /// Goes through gsim's pages as `email` would, returning Google's redirect back to mailgate.
+    pub async fn consent_at_google(&self, auth_url: &str, email: &str, allow: bool) -> String {
+        let google = browser();
+        let html = google
+            .get(auth_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let flow = hidden(&html, "flow").expect("gsim's account chooser");
+        let gsim = &self.gsim.endpoints().http;
+        let mut response = google
+            .post(format!("{gsim}/o/oauth2/v2/auth/choose"))
+            .form(&[("flow", flow.as_str()), ("email", email)])
+            .send()
+            .await
+            .unwrap();
+        loop {
+            if response.status().is_redirection() {
+                return response.headers()["location"].to_str().unwrap().to_string();
+            }
+            assert_eq!(response.status(), 200, "gsim page");
+            let html = response.text().await.unwrap();
+            let (path, action) = if html.contains("/o/oauth2/v2/auth/continue") {
+                ("continue", "continue")
+            } else if allow {
+                ("consent", "allow")
+            } else {
+                ("consent", "deny")
+            };
+            response = google
+                .post(format!("{gsim}/o/oauth2/v2/auth/{path}"))
+                .form(&[("flow", flow.as_str()), ("action", action)])
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The whole "Connect your Gmail account" round trip; returns the callback page.
+    pub async fn connect(&self, server_id: i64, email: &str) -> Page {
+        let to_google = self.click_connect(server_id).await;
+        let back = self.consent_at_google(&to_google, email, true).await;
+        self.get(&back).await
+    }
+
+    pub fn db_files(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(&self.data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("mailgate.db") {
+                bytes.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        bytes
+    }
+
+    pub fn refresh_token_at_google(&self, email: &str) -> String {
+        self.gsim
+            .world()
+            .refresh_tokens(Some(email))
+            .into_iter()
+            .find(|t| t.live)
+            .expect("a live refresh token")
+            .token
+    }
+
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        if let Some(name) = self.postgres_db.take() {
+            let pool = admin_pool().await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn param(url: &str, name: &str) -> Option<String> {
+    query_param(url, name)
+}
