@@ -10,11 +10,13 @@ use url::Url;
 use super::{App, AppError};
 use crate::crypto::{random_token, token_hash};
 use crate::domain::AuthMethod;
-use crate::google::{AuthorizeRequest, GoogleError, MAIL_SCOPE};
+use crate::google::{AuthorizeProbe, AuthorizeRequest, GoogleError, MAIL_SCOPE};
 use crate::store::{NewConnection, OauthState, StateLookup};
 
 /// A `state` is good for ten minutes.
 pub const STATE_LIFETIME: i64 = 600;
+/// An attempt that never came back is worth mentioning for a day.
+const UNFINISHED_NOTICE_SECS: i64 = 86_400;
 
 /// What Google sent back to `/google_gmail/confirm`.
 #[derive(Debug, Default, Clone)]
@@ -29,6 +31,14 @@ pub struct Callback {
 pub enum ConnectFailure {
     /// The `state` is not one mailgate can honour: the seed FAQ's "Forbidden", explained.
     State(StateProblem),
+    /// Google's authorization endpoint refused the request outright: the admin would have landed
+    /// on Google's own error page (the seed FAQ's "Desktop app" mistake shows up here).
+    GoogleRefused {
+        server_id: i64,
+        status: u16,
+        code: Option<String>,
+        url: String,
+    },
     /// Google sent `error=...` instead of a code.
     Denied {
         server_id: i64,
@@ -95,15 +105,50 @@ pub struct Explanation {
     pub google_said: Option<String>,
     /// The server to offer "Connect again" for.
     pub server_id: Option<i64>,
+    /// Google's page, for the admin who wants to see it anyway.
+    pub google_url: Option<String>,
+}
+
+/// What to tell the admin about one of Google's error codes, wherever it came from.
+fn cure(code: &str, redirect_uri: &str) -> Option<(&'static str, String, Vec<String>)> {
+    Some(match code {
+        "redirect_uri_mismatch" => (
+            "Google does not accept mailgate's redirect URI (redirect_uri_mismatch)",
+            "The OAuth client in Google Cloud does not list mailgate's address as an Authorized redirect URI. This is also what a \"Desktop app\" client gives.".into(),
+            vec![
+                "In Google Cloud → Credentials, create an OAuth client ID of type \"Web application\" (not Desktop app).".into(),
+                format!("Under Authorized redirect URIs, add exactly: {redirect_uri}"),
+                "Put the new Client ID and Client Secret in Settings, then connect again.".into(),
+            ],
+        ),
+        "invalid_client" => (
+            "Google does not recognise the Gmail Credentials (invalid_client)",
+            "The Client ID is unknown to Google, or the Client Secret does not belong to it.".into(),
+            vec!["Copy the Client ID and Client Secret again from Google Cloud → Credentials into Settings, then connect again.".into()],
+        ),
+        "invalid_grant" => (
+            "Google's authorization expired before mailgate could use it (invalid_grant)",
+            "The one-time code from Google was already used or is too old.".into(),
+            vec!["Click \"Connect your Gmail account\" and go through Google's pages again.".into()],
+        ),
+        "deleted_client" => (
+            "The OAuth client was deleted in Google Cloud (deleted_client)",
+            "Google deletes OAuth clients unused for six months, or someone deleted it.".into(),
+            vec!["Create a new Web application client, register the redirect URI and enter its Client ID and Client Secret in Settings.".into()],
+        ),
+        _ => return None,
+    })
 }
 
 impl App {
-    /// Starts the round trip: returns the URL to send the browser to.
+    /// Starts the round trip: returns the URL to send the browser to. Google is asked first, from
+    /// the server, whether it will accept the request; if it would answer with its own error page,
+    /// mailgate explains the problem instead of sending the admin there.
     pub async fn start_gmail_connect(
         &self,
         server_id: i64,
         admin_id: i64,
-    ) -> Result<Url, AppError> {
+    ) -> Result<Url, ConnectFailure> {
         let server = self
             .store
             .server(server_id)
@@ -112,19 +157,22 @@ impl App {
         if server.auth != AuthMethod::Gmail {
             return Err(AppError::Refused(
                 "Only servers that authenticate with Gmail OAuth connect to Google.".into(),
-            ));
+            )
+            .into());
         }
         let Some(username) = server.username else {
             return Err(AppError::Refused(
                 "Please fill the \"Username\" field with your Gmail username (your email address) and save before connecting.".into(),
-            ));
+            )
+            .into());
         };
         let settings = self.google_settings().await?;
         let Some((client_id, _)) = settings.credentials() else {
             return Err(AppError::Refused(
                 "Setup your Gmail API credentials in the general settings to link a Gmail account."
                     .into(),
-            ));
+            )
+            .into());
         };
         let nonce = random_token();
         // RFC 7636: 43-128 characters; 32 random bytes in base64url are 43.
@@ -147,13 +195,23 @@ impl App {
                 now + STATE_LIFETIME,
             )
             .await?;
-        Ok(self.google.authorize_url(&AuthorizeRequest {
+        let url = self.google.authorize_url(&AuthorizeRequest {
             client_id,
             redirect_uri: &self.config.redirect_uri(),
             login_hint: &username,
             state: &nonce,
             code_challenge: &challenge,
-        }))
+        });
+        match self.google.probe_authorize(&url).await {
+            AuthorizeProbe::Refused { status, code } => Err(ConnectFailure::GoogleRefused {
+                server_id,
+                status,
+                code,
+                url: url.to_string(),
+            }),
+            // Google's sign-in pages, or no clear answer: the browser goes and sees.
+            AuthorizeProbe::Accepted | AuthorizeProbe::Unknown(_) => Ok(url),
+        }
     }
 
     /// Finishes the round trip. Returns the server to go back to.
@@ -262,6 +320,31 @@ impl App {
         Ok(server_id)
     }
 
+    /// When this admin's last "Connect your Gmail account" for the server never came back (Google
+    /// showed one of its own error pages, or the window was closed), the time it started.
+    pub async fn unfinished_connect(
+        &self,
+        server_id: i64,
+        admin_id: i64,
+    ) -> Result<Option<crate::clock::Timestamp>, AppError> {
+        let Some((started, answered)) =
+            self.store.latest_oauth_attempt(server_id, admin_id).await?
+        else {
+            return Ok(None);
+        };
+        if answered.is_some() || self.now() - started > UNFINISHED_NOTICE_SECS {
+            return Ok(None);
+        }
+        let username = self.store.server(server_id).await?.and_then(|s| s.username);
+        let connected_since = match username {
+            Some(email) => self.store.connection(&email).await?.map(|c| c.connected_at),
+            None => None,
+        };
+        Ok(connected_since
+            .is_none_or(|connected| connected < started)
+            .then_some(started))
+    }
+
     /// "Disconnect": revoke at Google, forget here. Returns a warning when Google could not be
     /// told (the token is forgotten anyway).
     pub async fn disconnect_gmail(&self, server_id: i64) -> Result<Option<String>, AppError> {
@@ -326,6 +409,7 @@ impl ConnectFailure {
                     ],
                     google_said: None,
                     server_id: None,
+                    google_url: None,
                 }
             }
             ConnectFailure::Denied {
@@ -345,6 +429,7 @@ impl ConnectFailure {
                 ],
                 google_said: Some(format!("error={error}")),
                 server_id: again(*server_id),
+                google_url: None,
             },
             ConnectFailure::Denied {
                 server_id, error, ..
@@ -355,47 +440,61 @@ impl ConnectFailure {
                 fix: vec!["Click \"Connect your Gmail account\" again; if the error repeats, check the OAuth consent screen in the Google Cloud console.".into()],
                 google_said: Some(format!("error={error}")),
                 server_id: again(*server_id),
+                google_url: None,
             },
-            ConnectFailure::Token { server_id, error } => {
-                let google_said = Some(error.to_string());
-                let (title, what, fix): (&str, String, Vec<String>) = match error.code() {
-                    Some("redirect_uri_mismatch") => (
-                        "Google does not accept mailgate's redirect URI (redirect_uri_mismatch)",
-                        "The OAuth client in Google Cloud does not list mailgate's address as an Authorized redirect URI. This is also what a \"Desktop app\" client gives.".into(),
-                        vec![
-                            "In Google Cloud → Credentials, create an OAuth client ID of type \"Web application\" (not Desktop app).".into(),
-                            format!("Under Authorized redirect URIs, add exactly: {redirect_uri}"),
-                            "Put the new Client ID and Client Secret in Settings, then connect again.".into(),
-                        ],
-                    ),
-                    Some("invalid_client") => (
-                        "Google does not recognise the Gmail Credentials (invalid_client)",
-                        "The Client ID is unknown to Google, or the Client Secret does not belong to it.".into(),
-                        vec!["Copy the Client ID and Client Secret again from Google Cloud → Credentials into Settings, then connect again.".into()],
-                    ),
-                    Some("invalid_grant") => (
-                        "Google's authorization expired before mailgate could use it (invalid_grant)",
-                        "The one-time code from Google was already used or is too old.".into(),
-                        vec!["Click \"Connect your Gmail account\" and go through Google's pages again.".into()],
-                    ),
-                    _ if error.is_temporary() => (
-                        "Google did not answer",
-                        "Google's token endpoint could not be reached or failed. Nothing was saved.".into(),
-                        vec!["Wait a minute and click \"Connect your Gmail account\" again.".into()],
-                    ),
-                    _ => (
-                        "Google refused the authorization",
-                        "The code exchange with Google's token endpoint failed.".into(),
-                        vec!["Check the Gmail Credentials in Settings and connect again.".into()],
-                    ),
+            ConnectFailure::GoogleRefused {
+                server_id,
+                status,
+                code,
+                url,
+            } => {
+                let shown = match code {
+                    Some(code) => format!("Error {status}: {code}"),
+                    None => format!("HTTP {status}"),
                 };
+                let (title, what, fix) = code
+                    .as_deref()
+                    .and_then(|c| cure(c, redirect_uri))
+                    .unwrap_or((
+                        "Google refuses this authorization request",
+                        "Google would have shown an error page instead of its sign-in.".into(),
+                        vec!["Check the Gmail Credentials in Settings and the OAuth client in Google Cloud.".into()],
+                    ));
+                Explanation {
+                    status: 400,
+                    title: title.into(),
+                    what: format!("{what} mailgate asked Google before sending you there, so you did not have to meet {shown} on Google's page."),
+                    fix,
+                    google_said: Some(shown),
+                    server_id: again(*server_id),
+                    google_url: Some(url.clone()),
+                }
+            }
+            ConnectFailure::Token { server_id, error } => {
+                let (title, what, fix) = error
+                    .code()
+                    .and_then(|c| cure(c, redirect_uri))
+                    .unwrap_or(if error.is_temporary() {
+                        (
+                            "Google did not answer",
+                            "Google's token endpoint could not be reached or failed. Nothing was saved.".into(),
+                            vec!["Wait a minute and click \"Connect your Gmail account\" again.".into()],
+                        )
+                    } else {
+                        (
+                            "Google refused the authorization",
+                            "The code exchange with Google's token endpoint failed.".into(),
+                            vec!["Check the Gmail Credentials in Settings and connect again.".into()],
+                        )
+                    });
                 Explanation {
                     status: 400,
                     title: title.into(),
                     what,
                     fix,
-                    google_said,
+                    google_said: Some(error.to_string()),
                     server_id: again(*server_id),
+                    google_url: None,
                 }
             }
             ConnectFailure::NoRefreshToken { server_id } => Explanation {
@@ -405,6 +504,7 @@ impl ConnectFailure {
                 fix: vec!["Remove mailgate's access at https://myaccount.google.com/permissions, then connect again.".into()],
                 google_said: None,
                 server_id: again(*server_id),
+                google_url: None,
             },
             ConnectFailure::ScopeMissing { server_id, granted } => Explanation {
                 status: 400,
@@ -413,6 +513,7 @@ impl ConnectFailure {
                 fix: vec!["Connect again and tick \"Read, compose, send, and permanently delete all your email from Gmail\".".into()],
                 google_said: Some(format!("granted scope: {granted}")),
                 server_id: again(*server_id),
+                google_url: None,
             },
             ConnectFailure::WrongAccount {
                 server_id,
@@ -430,6 +531,7 @@ impl ConnectFailure {
                 ],
                 google_said: None,
                 server_id: again(*server_id),
+                google_url: None,
             },
             ConnectFailure::Unverified { server_id, error } => Explanation {
                 status: 400,
@@ -438,6 +540,7 @@ impl ConnectFailure {
                 fix: vec!["Connect again. If it repeats, check the system clock and the Google endpoints in the configuration.".into()],
                 google_said: Some(error.to_string()),
                 server_id: again(*server_id),
+                google_url: None,
             },
             ConnectFailure::ServerGone => Explanation {
                 status: 404,
@@ -446,6 +549,7 @@ impl ConnectFailure {
                 fix: vec!["Open Outgoing Mail Servers and start from the server you want to connect.".into()],
                 google_said: None,
                 server_id: None,
+                google_url: None,
             },
             ConnectFailure::NoCredentials { server_id } => Explanation {
                 status: 400,
@@ -454,6 +558,7 @@ impl ConnectFailure {
                 fix: vec!["Setup your Gmail API credentials in the general settings, then connect again.".into()],
                 google_said: None,
                 server_id: again(*server_id),
+                google_url: None,
             },
             ConnectFailure::App(e) => Explanation {
                 status: 500,
@@ -462,6 +567,7 @@ impl ConnectFailure {
                 fix: vec!["Try again; if it repeats, check mailgate's log.".into()],
                 google_said: None,
                 server_id: None,
+                google_url: None,
             },
         }
     }

@@ -100,6 +100,17 @@ pub struct AuthorizeRequest<'a> {
     pub code_challenge: &'a str,
 }
 
+/// What Google's authorization endpoint says about a request before any user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeProbe {
+    /// Google would show its sign-in pages.
+    Accepted,
+    /// Google would show its own error page: `Error 400: redirect_uri_mismatch` and the like.
+    Refused { status: u16, code: Option<String> },
+    /// No answer worth reading; the browser may still get through.
+    Unknown(String),
+}
+
 pub struct GoogleClient {
     http: reqwest::Client,
     endpoints: GoogleEndpoints,
@@ -221,6 +232,28 @@ impl GoogleClient {
         Err(error_from(status, &body))
     }
 
+    /// Asks Google's authorization endpoint about `url` from the server, as a browser would,
+    /// without following redirects. Google validates the client and the redirect URI before any
+    /// sign-in, and answers a bad request with an error page (400, 401) naming the error.
+    pub async fn probe_authorize(&self, url: &Url) -> AuthorizeProbe {
+        let response = match self.http.get(url.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => return AuthorizeProbe::Unknown(transport_error(e).to_string()),
+        };
+        let status = response.status().as_u16();
+        match status {
+            200..=399 => AuthorizeProbe::Accepted,
+            400..=499 => {
+                let body = response.text().await.unwrap_or_default();
+                AuthorizeProbe::Refused {
+                    status,
+                    code: error_code_in_page(&body),
+                }
+            }
+            _ => AuthorizeProbe::Unknown(format!("HTTP {status}")),
+        }
+    }
+
     /// Revokes a token at Google (the refresh token goes with its access tokens).
     pub async fn revoke(&self, token: &SecretString) -> Result<(), GoogleError> {
         let response = self
@@ -248,6 +281,28 @@ impl GoogleClient {
     ) -> Result<IdClaims, GoogleError> {
         id_token::verify(self, id_token, client_id, now).await
     }
+}
+
+/// `redirect_uri_mismatch` from a page saying `Error 400: redirect_uri_mismatch`.
+pub fn error_code_in_page(html: &str) -> Option<String> {
+    let mut rest = html;
+    while let Some(at) = rest.find("Error ") {
+        let after = &rest[at + 6..];
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        if digits.len() == 3
+            && let Some(tail) = after[3..].strip_prefix(": ")
+        {
+            let code: String = tail
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !code.is_empty() {
+                return Some(code);
+            }
+        }
+        rest = after;
+    }
+    None
 }
 
 fn error_from(status: u16, body: &[u8]) -> GoogleError {
@@ -278,4 +333,23 @@ fn transport_error(e: reqwest::Error) -> GoogleError {
         .map(|s| format!(": {s}"))
         .unwrap_or_default();
     GoogleError::Unavailable(format!("{kind}{cause}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_read_from_googles_pages() {
+        assert_eq!(
+            error_code_in_page("<p>Error 400: redirect_uri_mismatch</p>").as_deref(),
+            Some("redirect_uri_mismatch")
+        );
+        assert_eq!(
+            error_code_in_page("Error rate. Error 401: invalid_client").as_deref(),
+            Some("invalid_client")
+        );
+        assert_eq!(error_code_in_page("Error 4: x"), None);
+        assert_eq!(error_code_in_page("nothing here"), None);
+    }
 }

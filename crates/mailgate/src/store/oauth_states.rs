@@ -55,6 +55,24 @@ impl Store {
         Ok(())
     }
 
+    /// When this admin last started connecting this server, and whether Google's answer came back.
+    pub async fn latest_oauth_attempt(
+        &self,
+        server_id: i64,
+        admin_id: i64,
+    ) -> Result<Option<(Timestamp, Option<Timestamp>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT created_at, used_at FROM oauth_states WHERE server_id = $1 AND admin_id = $2 \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(server_id)
+        .bind(admin_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| Ok((r.try_get("created_at")?, opt_i64(&r, "used_at")?)))
+            .transpose()
+    }
+
     /// Checks the state and, when it is valid, spends it in the same statement, so two tabs
     /// racing with one callback URL cannot both use it.
     pub async fn take_oauth_state(

@@ -113,6 +113,12 @@ pub struct ExpiryView {
     pub soon: bool,
 }
 
+/// A "Connect your Gmail account" that never came back from Google.
+pub struct UnfinishedView {
+    pub when: String,
+    pub redirect_uri: String,
+}
+
 pub struct GmailPanel {
     pub username: String,
     pub label: &'static str,
@@ -122,6 +128,7 @@ pub struct GmailPanel {
     pub expiry: Option<ExpiryView>,
     pub last_error: Option<String>,
     pub connected: bool,
+    pub unfinished: Option<UnfinishedView>,
 }
 
 #[derive(Template, WebTemplate)]

@@ -341,3 +341,120 @@ async fn changing_the_client_id_asks_for_a_reconnect() {
     assert!(page.has("the Client ID in Settings changed"));
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_desktop_type_client_is_caught_before_the_admin_meets_googles_error_page() {
+    // The seed FAQ "Application Type": a deployed mailgate (not on loopback) with a Desktop app
+    // client. Google would show "Error 400: redirect_uri_mismatch" on its own page.
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert(
+            "MAILGATE_PUBLIC_URL".into(),
+            "http://mail.example.com:8069".into(),
+        );
+    })
+    .await;
+    t.gsim
+        .world()
+        .patch_client(
+            CLIENT_ID,
+            gsim::ClientPatch {
+                kind: Some(gsim::config::ClientType::Desktop),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let id = t.ready_to_connect().await;
+    let page = t.submit(&format!("/servers/{id}/connect"), &[]).await;
+    assert_eq!(
+        page.status,
+        StatusCode::BAD_REQUEST,
+        "no redirect to Google's error page"
+    );
+    assert!(page.has("Google does not accept mailgate's redirect URI (redirect_uri_mismatch)"));
+    assert!(page.has("Error 400: redirect_uri_mismatch"));
+    assert!(page.has("\"Web application\" (not Desktop app)"));
+    assert!(page.has("add exactly: http://mail.example.com:8069/google_gmail/confirm"));
+    assert!(page.has("Open Google's page anyway"));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn an_unknown_client_id_is_caught_before_leaving_mailgate() {
+    let t = spawn(Db::Sqlite).await;
+    let id = t.ready_to_connect().await;
+    t.submit(
+        "/settings",
+        &[
+            ("custom_email_servers", "1"),
+            ("client_id", "999-unknown.apps.googleusercontent.com"),
+            ("client_secret", ""),
+        ],
+    )
+    .await;
+    let page = t.submit(&format!("/servers/{id}/connect"), &[]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.has("Google does not recognise the Gmail Credentials (invalid_client)"));
+    assert!(page.has("Error 401: invalid_client"));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn after_googles_own_403_the_server_page_explains_test_users() {
+    // The seed FAQ "No Test Users Added": Bob signs in to a Testing app that lists only Alice.
+    // Google shows its 403 page and never sends the browser back.
+    let t = spawn(Db::Sqlite).await;
+    t.create_admin().await;
+    t.save_credentials().await;
+    let id = t.create_gmail_server("Bob's Gmail", BOB).await;
+    let to_google = t.click_connect(id).await;
+    let google = browser();
+    let chooser = google
+        .get(&to_google)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let flow = hidden(&chooser, "flow").unwrap();
+    let denied = google
+        .post(format!(
+            "{}/o/oauth2/v2/auth/choose",
+            t.gsim.endpoints().http
+        ))
+        .form(&[("flow", flow.as_str()), ("email", BOB)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(
+        denied
+            .text()
+            .await
+            .unwrap()
+            .contains("Error 403: access_denied")
+    );
+
+    let page = t.visit(&format!("/servers/{id}")).await;
+    assert!(page.has("did not come back from Google"), "{}", page.body);
+    assert!(page.has("“Error 403: access_denied”"));
+    assert!(page.has(&format!("add {BOB}, save, and connect again")));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_unfinished_notice_goes_away_once_connected() {
+    let t = spawn(Db::Sqlite).await;
+    let id = t.ready_to_connect().await;
+    t.click_connect(id).await;
+    assert!(
+        t.visit(&format!("/servers/{id}"))
+            .await
+            .has("did not come back from Google")
+    );
+    assert_eq!(t.connect(id, ALICE).await.status, StatusCode::SEE_OTHER);
+    let page = t.visit(&format!("/servers/{id}")).await;
+    assert!(page.has("Gmail Token Valid"));
+    assert!(!page.has("did not come back from Google"));
+    t.finish().await;
+}

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::{redirect_with, with_status};
 use crate::app::App;
-use crate::app::connect_gmail::Callback;
+use crate::app::admins::AdminSession;
+use crate::app::connect_gmail::{Callback, ConnectFailure};
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
 use crate::web::views::{Chrome, OauthErrorPage};
@@ -18,8 +19,26 @@ pub async fn connect(
     Admin(admin): Admin,
     Path(id): Path<i64>,
 ) -> Result<Response, WebError> {
-    let url = app.start_gmail_connect(id, admin.admin_id).await?;
-    Ok(Redirect::to(url.as_str()).into_response())
+    match app.start_gmail_connect(id, admin.admin_id).await {
+        Ok(url) => Ok(Redirect::to(url.as_str()).into_response()),
+        Err(ConnectFailure::App(e)) => Err(e.into()),
+        Err(failure) => Ok(explained(&app, &admin, &failure)),
+    }
+}
+
+/// The page that says what went wrong with Google and how to fix it.
+fn explained(app: &App, admin: &AdminSession, failure: &ConnectFailure) -> Response {
+    let explanation = failure.explain(&app.config.redirect_uri());
+    tracing::warn!(problem = %explanation.title, "Gmail connection refused");
+    let status = axum::http::StatusCode::from_u16(explanation.status)
+        .unwrap_or(axum::http::StatusCode::BAD_REQUEST);
+    with_status(
+        status,
+        OauthErrorPage {
+            chrome: Chrome::admin(admin, "servers", None),
+            e: explanation,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -46,19 +65,7 @@ pub async fn confirm(
             &format!("/servers/{server_id}#gmail"),
             Flash::ok("Gmail account connected. Next: “Test Connection”."),
         ),
-        Err(failure) => {
-            let explanation = failure.explain(&app.config.redirect_uri());
-            tracing::warn!(problem = %explanation.title, "Gmail connection refused");
-            let status = axum::http::StatusCode::from_u16(explanation.status)
-                .unwrap_or(axum::http::StatusCode::BAD_REQUEST);
-            with_status(
-                status,
-                OauthErrorPage {
-                    chrome: Chrome::admin(&admin, "servers", None),
-                    e: explanation,
-                },
-            )
-        }
+        Err(failure) => explained(&app, &admin, &failure),
     }
 }
 

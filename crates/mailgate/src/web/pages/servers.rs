@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{redirect_with, with_status};
+use crate::app::admins::AdminSession;
 use crate::app::servers::ServerSummary;
 use crate::app::test_connection::TestReport;
 use crate::app::{App, AppError};
@@ -19,6 +20,7 @@ use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
 use crate::web::views::{
     Chrome, ExpiryView, GmailPanel, ServerFormPage, ServerRow, ServersPage, TestView,
+    UnfinishedView,
 };
 
 pub async fn list(
@@ -54,13 +56,18 @@ pub async fn list(
 /// The form page, for a new server (`summary` None) or a saved one.
 async fn form_page(
     app: &App,
-    chrome: Chrome,
+    admin: &AdminSession,
+    flash: Option<Flash>,
     summary: Option<&ServerSummary>,
     draft: ServerDraft,
     errors: FieldErrors,
 ) -> Result<ServerFormPage, WebError> {
     let settings = app.google_settings().await?;
     let now = app.now();
+    let unfinished = match summary {
+        Some(s) => app.unfinished_connect(s.server.id, admin.admin_id).await?,
+        None => None,
+    };
     let gmail = summary.and_then(|s| {
         let badge = s.badge.clone()?;
         let connection = s.connection.as_ref();
@@ -103,6 +110,10 @@ async fn form_page(
                 .and_then(|c| c.last_error.clone())
                 .map(|(e, at)| format!("{e} ({})", relative(at, now))),
             connected: connection.is_some(),
+            unfinished: unfinished.map(|started| UnfinishedView {
+                when: relative(started, now),
+                redirect_uri: app.config.redirect_uri(),
+            }),
         })
     });
     let last_test = summary
@@ -115,7 +126,7 @@ async fn form_page(
             failure: r.failure,
         });
     Ok(ServerFormPage {
-        chrome,
+        chrome: Chrome::admin(admin, "servers", flash),
         id: summary.map(|s| s.server.id),
         has_password: summary.is_some_and(|s| s.server.has_password),
         draft,
@@ -156,14 +167,7 @@ pub async fn new(
     Admin(admin): Admin,
 ) -> Result<ServerFormPage, WebError> {
     let draft = app.new_server_draft();
-    form_page(
-        &app,
-        Chrome::admin(&admin, "servers", None),
-        None,
-        draft,
-        FieldErrors::default(),
-    )
-    .await
+    form_page(&app, &admin, None, None, draft, FieldErrors::default()).await
 }
 
 pub async fn show(
@@ -173,12 +177,14 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Result<ServerFormPage, WebError> {
     let summary = app.server_summary(id).await?;
-    let chrome = Chrome::admin(&admin, "servers", Flash::from_headers(&headers));
+    let flash = Flash::from_headers(&headers);
+    let draft = draft_of(&summary);
     form_page(
         &app,
-        chrome,
+        &admin,
+        flash,
         Some(&summary),
-        draft_of(&summary),
+        draft,
         FieldErrors::default(),
     )
     .await
@@ -224,19 +230,15 @@ impl From<ServerInput> for ServerDraft {
 
 async fn invalid_form(
     app: &App,
-    admin: &crate::app::admins::AdminSession,
+    admin: &AdminSession,
     summary: Option<&ServerSummary>,
     mut draft: ServerDraft,
     errors: FieldErrors,
 ) -> Result<Response, WebError> {
     // A password typed into a refused form is not sent back to the browser.
     draft.password = None;
-    let chrome = Chrome::admin(
-        admin,
-        "servers",
-        Some(Flash::warn("Nothing was saved: see the messages below.")),
-    );
-    let page = form_page(app, chrome, summary, draft, errors).await?;
+    let flash = Flash::warn("Nothing was saved: see the messages below.");
+    let page = form_page(app, admin, Some(flash), summary, draft, errors).await?;
     Ok(with_status(StatusCode::BAD_REQUEST, page))
 }
 
