@@ -44,24 +44,28 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Config::load(&path)?,
         None => Config::demo(),
     };
+    // Signals are registered before the ready line: whoever reads it may stop gsim at once.
+    let stop = shutdown_signal()?;
     let gsim = Gsim::start(config, state_dir).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", gsim.endpoints().to_json())?;
         out.flush()?;
     }
-    wait_for_signal().await?;
+    stop.await;
     gsim.stop().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGTERM or SIGINT, registered now, awaited later.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

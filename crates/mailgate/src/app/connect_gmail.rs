@@ -29,8 +29,9 @@ pub struct Callback {
 /// Why a callback was refused, with what the page needs to explain it.
 #[derive(Debug)]
 pub enum ConnectFailure {
-    /// The `state` is not one mailgate can honour: the seed FAQ's "Forbidden", explained.
-    State(StateProblem),
+    /// The `state` is not one mailgate can honour: the seed FAQ's "Forbidden", explained. The
+    /// server is known when the attempt was this admin's own.
+    State(StateProblem, Option<i64>),
     /// Google's authorization endpoint refused the request outright: the admin would have landed
     /// on Google's own error page (the seed FAQ's "Desktop app" mistake shows up here).
     GoogleRefused {
@@ -221,7 +222,7 @@ impl App {
         callback: &Callback,
     ) -> Result<i64, ConnectFailure> {
         let Some(nonce) = callback.state.as_deref().filter(|s| !s.is_empty()) else {
-            return Err(ConnectFailure::State(StateProblem::Missing));
+            return Err(ConnectFailure::State(StateProblem::Missing, None));
         };
         let state = match self
             .store
@@ -229,10 +230,17 @@ impl App {
             .await?
         {
             StateLookup::Valid(state) => state,
-            StateLookup::Unknown => return Err(ConnectFailure::State(StateProblem::Unknown)),
-            StateLookup::Expired => return Err(ConnectFailure::State(StateProblem::Expired)),
-            StateLookup::Used => return Err(ConnectFailure::State(StateProblem::Used)),
-            StateLookup::Foreign => return Err(ConnectFailure::State(StateProblem::Foreign)),
+            StateLookup::Unknown => return Err(ConnectFailure::State(StateProblem::Unknown, None)),
+            StateLookup::Expired { server_id } => {
+                return Err(ConnectFailure::State(
+                    StateProblem::Expired,
+                    Some(server_id),
+                ));
+            }
+            StateLookup::Used { server_id } => {
+                return Err(ConnectFailure::State(StateProblem::Used, Some(server_id)));
+            }
+            StateLookup::Foreign => return Err(ConnectFailure::State(StateProblem::Foreign, None)),
         };
         let server_id = state.server_id;
         let server = self
@@ -376,7 +384,7 @@ impl ConnectFailure {
     pub fn explain(&self, redirect_uri: &str) -> Explanation {
         let again = |server_id: i64| Some(server_id);
         match self {
-            ConnectFailure::State(problem) => {
+            ConnectFailure::State(problem, server_id) => {
                 let (title, what) = match problem {
                     StateProblem::Missing => (
                         "This page needs Google's answer",
@@ -408,7 +416,7 @@ impl ConnectFailure {
                         "(Flectra shows \"Forbidden\" here; nothing is wrong with your installation.)".into(),
                     ],
                     google_said: None,
-                    server_id: None,
+                    server_id: *server_id,
                     google_url: None,
                 }
             }

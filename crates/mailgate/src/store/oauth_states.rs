@@ -17,9 +17,14 @@ pub struct OauthState {
 /// Why a state was refused, or the state itself. Each refusal gets its own explanation.
 pub enum StateLookup {
     Unknown,
-    Expired,
-    Used,
-    /// Started by another admin.
+    /// Expired or used: the server it was for, so the admin can start again from it.
+    Expired {
+        server_id: i64,
+    },
+    Used {
+        server_id: i64,
+    },
+    /// Started by another admin (which server is not theirs to learn).
     Foreign,
     Valid(OauthState),
 }
@@ -91,14 +96,15 @@ impl Store {
         let Some(row) = row else {
             return Ok(StateLookup::Unknown);
         };
-        if opt_i64(&row, "used_at")?.is_some() {
-            return Ok(StateLookup::Used);
-        }
+        let server_id: i64 = row.try_get("server_id")?;
         if row.try_get::<i64, _>("admin_id")? != admin_id {
             return Ok(StateLookup::Foreign);
         }
+        if opt_i64(&row, "used_at")?.is_some() {
+            return Ok(StateLookup::Used { server_id });
+        }
         if row.try_get::<i64, _>("expires_at")? <= now {
-            return Ok(StateLookup::Expired);
+            return Ok(StateLookup::Expired { server_id });
         }
         let spent = sqlx::query(
             "UPDATE oauth_states SET used_at = $1 WHERE nonce_hash = $2 AND used_at IS NULL",
@@ -109,11 +115,11 @@ impl Store {
         .await?
         .rows_affected();
         if spent != 1 {
-            return Ok(StateLookup::Used);
+            return Ok(StateLookup::Used { server_id });
         }
         let sealed: Vec<u8> = row.try_get("verifier_sealed")?;
         Ok(StateLookup::Valid(OauthState {
-            server_id: row.try_get("server_id")?,
+            server_id,
             admin_id,
             verifier: sealer.open_secret(PURPOSE, &sealed)?,
         }))

@@ -1,0 +1,109 @@
+// The seed document, step by step in a real browser, and its FAQ failures explained by mailgate.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import {
+  ALICE, BOB, CLIENT_ID, CLIENT_SECRET,
+  freePort, launch, shooter, startGsim, startMailgate, stopAll,
+} from "../harness.mjs";
+import { consentAtGoogle, createAdmin, createGmailServer, enterCredentials } from "../flows.mjs";
+
+// One browser context: the admin stays signed in from one test to the next, as in one sitting.
+let gsim, mailgate, browser, context, base;
+
+before(async () => {
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  gsim = await startGsim([`${base}/google_gmail/confirm`]);
+  mailgate = await startMailgate(gsim, port, base);
+  browser = await launch();
+  context = await browser.newContext();
+});
+
+after(async () => {
+  await browser?.close();
+  stopAll();
+});
+
+test("the seed's flow: setup, credentials, a Gmail server, consent, Gmail Token Valid, Test Connection", async () => {
+  const shot = shooter("seed-flow");
+  const page = await context.newPage();
+  const callbacks = [];
+  page.on("request", (r) => { if (r.url().includes("/google_gmail/confirm")) callbacks.push(r.url()); });
+
+  await createAdmin(page, shot, mailgate.setupLink);
+  await enterCredentials(page, shot, CLIENT_ID, CLIENT_SECRET);
+  assert.equal(await page.locator("#redirect-uri").textContent(), `${base}/google_gmail/confirm`);
+  assert.ok(!(await page.getByText("Google refuses redirect URIs on plain http").isVisible()), "loopback is fine");
+  const serverUrl = await createGmailServer(page, shot, "Gmail", ALICE, gsim.smtp_starttls);
+
+  await page.getByRole("button", { name: "Connect your Gmail account" }).click();
+  await consentAtGoogle(page, shot, ALICE);
+
+  await page.locator("#token-badge", { hasText: "Gmail Token Valid" }).waitFor();
+  assert.equal(new URL(page.url()).pathname, new URL(serverUrl).pathname, "back on the server's form");
+  await page.getByText("This connection will stop working on").waitFor();
+  await shot(page, "gmail-token-valid");
+
+  await page.getByRole("button", { name: "Test Connection" }).click();
+  await page.getByRole("heading", { name: "Connection Test Successful!" }).waitFor();
+  await shot(page, "connection-test-successful");
+  const deliveries = await (await fetch(`${gsim.http}/_gsim/deliveries`)).json();
+  assert.deepEqual(deliveries, [], "Test Connection sends nothing");
+
+  // FAQ "Forbidden" (a stale callback): the same Google answer opened again.
+  assert.equal(callbacks.length, 1);
+  await page.goto(callbacks[0]);
+  await page.getByRole("heading", { name: "This connection attempt was already used" }).waitFor();
+  assert.ok(await page.getByRole("button", { name: "Connect again" }).isVisible());
+  await shot(page, "faq-stale-callback");
+  await page.close();
+});
+
+test("FAQ 'No Test Users Added': Google's 403, then mailgate's explanation", async () => {
+  const shot = shooter("faq-no-test-user");
+  const page = await context.newPage();
+  await page.goto(`${base}/servers`);
+  if (page.url().includes("/login")) {
+    throw new Error("expected the session from the previous test");
+  }
+  const serverUrl = await createGmailServer(page, shot, "Bob's Gmail", BOB, gsim.smtp_starttls);
+  await page.getByRole("button", { name: "Connect your Gmail account" }).click();
+  await page.getByRole("heading", { name: "Choose an account" }).waitFor();
+  await page.locator(`button[data-email="${BOB}"]`).click();
+  await page.getByText("Error 403: access_denied").waitFor();
+  await shot(page, "google-403-access-denied");
+
+  await page.goto(serverUrl);
+  const notice = page.locator("#unfinished-connect");
+  await notice.waitFor();
+  const text = await notice.textContent();
+  assert.match(text, /did not come back from Google/);
+  assert.match(text, /Error 403: access_denied/);
+  assert.match(text, new RegExp(`add ${BOB.replace(".", "\\.")}, save, and connect again`));
+  await shot(page, "mailgate-explains-test-users");
+  await page.close();
+});
+
+test("works without JavaScript: settings toggle, server form and connect are plain HTML", async () => {
+  const shot = shooter("no-javascript");
+  const plain = await browser.newContext({ javaScriptEnabled: false });
+  const page = await plain.newPage();
+  // A fresh context has no session: sign in with the admin made above.
+  await page.goto(`${base}/settings`);
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("Email").fill("admin@example.com");
+  await page.getByLabel("Password").fill("a long and careful passphrase");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Settings" }).waitFor();
+  assert.ok(await page.getByRole("group", { name: "Gmail Credentials" }).isVisible(), "shown because the switch is on");
+  await page.getByLabel(/Custom Email Servers/).uncheck();
+  assert.ok(!(await page.getByRole("group", { name: "Gmail Credentials" }).isVisible()), "CSS hides it, no script");
+  await shot(page, "settings-toggle-off");
+  await page.goto(`${base}/servers`);
+  await page.getByRole("link", { name: "Gmail", exact: true }).click();
+  await page.getByRole("button", { name: "Connect your Gmail account" }).click();
+  await consentAtGoogle(page, shot, ALICE);
+  await page.locator("#token-badge", { hasText: "Gmail Token Valid" }).waitFor();
+  await shot(page, "connected-without-javascript");
+  await plain.close();
+});
