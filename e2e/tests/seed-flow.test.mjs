@@ -107,3 +107,29 @@ test("works without JavaScript: settings toggle, server form and connect are pla
   await shot(page, "connected-without-javascript");
   await plain.close();
 });
+
+test("the Google setup guide, then 'Check Google setup' from it", async () => {
+  const shot = shooter("google-setup-check");
+  const page = await context.newPage();
+  await page.goto(`${base}/settings`);
+  await page.getByRole("link", { name: "Google setup guide →" }).click();
+  await page.getByRole("heading", { name: "Google setup", exact: true }).waitFor();
+  for (const words of ["Create a project", "OAuth consent screen", "Test users", "Credentials", "Publishing status: what Testing costs"]) {
+    assert.ok(await page.getByRole("heading", { name: words }).isVisible(), words);
+  }
+  assert.equal(await page.locator("#guide-redirect-uri").textContent(), `${base}/google_gmail/confirm`);
+  assert.ok(await page.locator("code", { hasText: ALICE }).first().isVisible(), "test users listed from the servers");
+  await shot(page, "guide");
+
+  await page.getByRole("button", { name: "Check Google setup" }).click();
+  const card = page.locator("#google-check");
+  await card.getByText("Last checked").waitFor();
+  const text = await card.textContent();
+  assert.match(text, /Client ID and redirect URI/);
+  assert.match(text, /Google accepts the Client Secret\./);
+  assert.match(text, /Gmail Token Valid; Google ends it on/);
+  // Bob's server from the FAQ test was never connected: the check says so, with the fix.
+  assert.match(text, /Not connected to Google\./);
+  await shot(page, "check-results-on-overview");
+  await page.close();
+});

@@ -38,6 +38,13 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Check the Google setup (OAuth client, secret, clock, each Gmail server); exit status 1 when
+    /// a check fails.
+    Doctor {
+        /// Print the results as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Outgoing mail servers.
     Servers {
         #[command(subcommand)]
@@ -89,6 +96,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 app.config.public_base()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { json } => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            doctor(&app, json).await
         }
         Command::Servers { command } => {
             let app = App::open(config, Arc::new(SystemClock)).await?;
@@ -218,4 +229,28 @@ async fn test_server(app: &App, name: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+async fn doctor(app: &App, json: bool) -> anyhow::Result<ExitCode> {
+    let report = app.doctor().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for check in &report.checks {
+            println!(
+                "[{}] {}: {}",
+                check.status.label(),
+                check.title,
+                check.detail
+            );
+            if let Some(fix) = &check.fix {
+                println!("       fix: {fix}");
+            }
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

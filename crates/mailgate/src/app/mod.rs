@@ -3,6 +3,7 @@
 
 pub mod admins;
 pub mod connect_gmail;
+pub mod doctor;
 pub mod servers;
 pub mod settings;
 pub mod test_connection;

@@ -1,7 +1,6 @@
 //! Installation settings: a key/value table whose secrets are sealed.
 
 use secrecy::SecretString;
-use sqlx::Row;
 
 use super::{Store, StoreError, opt_bytes, opt_string};
 use crate::clock::Timestamp;
@@ -38,6 +37,20 @@ impl Store {
             Some(r) => (opt_string(&r, "value")?, opt_bytes(&r, "sealed")?),
             None => (None, None),
         })
+    }
+
+    /// A plain (not secret) value, such as the last pre-flight report.
+    pub async fn value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.setting(key).await?.0)
+    }
+
+    pub async fn put_value(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.put_setting(key, value, None, now).await
     }
 
     async fn put_setting(
@@ -104,14 +117,5 @@ impl Store {
             now,
         )
         .await
-    }
-
-    pub async fn has_setting(&self, key: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?;
-        Ok(n > 0)
     }
 }

@@ -49,6 +49,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/servers/{id}/connect", post(pages::gmail::connect))
         .route("/servers/{id}/disconnect", post(pages::gmail::disconnect))
         .route("/google_gmail/confirm", get(pages::gmail::confirm))
+        .route("/google-setup", get(pages::google_setup::guide))
+        .route("/doctor", post(pages::google_setup::check))
         .route("/static/mailgate.css", get(pages::assets::css))
         .route("/static/mailgate.js", get(pages::assets::js))
         .fallback(pages::not_found)

@@ -6,6 +6,7 @@ use askama_web::WebTemplate;
 use super::session::Flash;
 use crate::app::admins::AdminSession;
 use crate::app::connect_gmail::Explanation;
+use crate::app::doctor::Check;
 use crate::app::settings::SettingsView;
 use crate::app::test_connection::TestFailure;
 use crate::domain::{FieldErrors, ServerDraft};
@@ -66,12 +67,34 @@ pub struct ChecklistStep {
     pub detail: String,
 }
 
+/// The last pre-flight check, as the overview shows it.
+pub struct DoctorView {
+    pub when: String,
+    pub passed: usize,
+    pub warned: usize,
+    pub failed: usize,
+    pub checks: Vec<Check>,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "overview.html")]
 pub struct OverviewPage {
     pub chrome: Chrome,
     pub warnings: Vec<String>,
     pub steps: Vec<ChecklistStep>,
+    pub doctor: Option<DoctorView>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "google_setup.html")]
+pub struct GoogleSetupPage {
+    pub chrome: Chrome,
+    pub app_name: String,
+    pub authorized_domain: Option<String>,
+    pub public_url: String,
+    pub test_users: Vec<String>,
+    pub redirect_uri: String,
+    pub public_url_rejected: bool,
 }
 
 #[derive(Template, WebTemplate)]

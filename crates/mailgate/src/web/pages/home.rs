@@ -6,12 +6,13 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 
 use crate::app::App;
+use crate::app::doctor::Status;
 use crate::clock::{format_utc, relative};
 use crate::domain::connection::EXPIRY_WARNING_SECS;
 use crate::domain::{AuthMethod, TokenBadge};
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
-use crate::web::views::{ChecklistStep, Chrome, OverviewPage};
+use crate::web::views::{ChecklistStep, Chrome, DoctorView, OverviewPage};
 
 pub async fn overview(
     State(app): State<Arc<App>>,
@@ -93,9 +94,17 @@ pub async fn overview(
             _ => {}
         }
     }
+    let doctor = app.last_doctor_report().await?.map(|r| DoctorView {
+        when: format!("{} ({})", format_utc(r.at), relative(r.at, now)),
+        passed: r.count(Status::Pass),
+        warned: r.count(Status::Warn),
+        failed: r.count(Status::Fail),
+        checks: r.checks,
+    });
     Ok(OverviewPage {
         chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&headers)),
         warnings,
         steps,
+        doctor,
     })
 }

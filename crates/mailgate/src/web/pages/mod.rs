@@ -3,6 +3,7 @@
 pub mod assets;
 pub mod auth;
 pub mod gmail;
+pub mod google_setup;
 pub mod home;
 pub mod servers;
 pub mod settings;
