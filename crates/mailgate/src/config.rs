@@ -73,6 +73,10 @@ pub struct Config {
     pub gmail_smtp: HostPort,
     pub gmail_imap: HostPort,
     pub extra_ca_file: Option<PathBuf>,
+    /// Largest message accepted for sending, in bytes.
+    pub max_message_size: usize,
+    /// Days the bodies of sent messages are kept.
+    pub retention_days: i64,
     /// Things worth telling the operator at start (unknown environment variables).
     pub warnings: Vec<String>,
 }
@@ -86,6 +90,8 @@ struct FileConfig {
     http_addr: Option<String>,
     public_url: Option<String>,
     extra_ca_file: Option<PathBuf>,
+    max_message_size: Option<usize>,
+    retention_days: Option<i64>,
     #[serde(default)]
     google: FileGoogle,
     #[serde(default)]
@@ -123,6 +129,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_GOOGLE_CERTS_URL", "google.certs_url"),
     ("MAILGATE_GMAIL_SMTP", "gmail.smtp"),
     ("MAILGATE_GMAIL_IMAP", "gmail.imap"),
+    ("MAILGATE_MAX_MESSAGE_SIZE", "max_message_size"),
+    ("MAILGATE_RETENTION_DAYS", "retention_days"),
     ("MAILGATE_LOG", "(environment only)"),
 ];
 
@@ -231,6 +239,18 @@ impl Config {
             "imap.gmail.com:993",
         )?;
         let extra_ca_file = pick_path("MAILGATE_EXTRA_CA_FILE", file_config.extra_ca_file);
+        let max_message_size = number(
+            "max_message_size",
+            env.get("MAILGATE_MAX_MESSAGE_SIZE"),
+            file_config.max_message_size,
+            crate::domain::message::DEFAULT_MAX_SIZE,
+        )?;
+        let retention_days = number(
+            "retention_days",
+            env.get("MAILGATE_RETENTION_DAYS"),
+            file_config.retention_days,
+            7,
+        )?;
         Ok(Self {
             data_dir,
             database_url,
@@ -241,6 +261,8 @@ impl Config {
             gmail_smtp,
             gmail_imap,
             extra_ca_file,
+            max_message_size,
+            retention_days,
             warnings,
         })
     }
@@ -272,6 +294,26 @@ pub fn is_loopback_host(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// A positive number from the environment (text) or the file, else the default.
+fn number<T: std::str::FromStr + PartialOrd + Default + Copy>(
+    key: &str,
+    env: Option<&String>,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = match env {
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, format!("`{text}` is not a number")))?,
+        None => file.unwrap_or(default),
+    };
+    if value <= T::default() {
+        return Err(invalid(key, "must be more than 0"));
+    }
+    Ok(value)
 }
 
 fn parse_public_url(text: &str) -> Result<Url, ConfigError> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod google;
+pub mod metrics;
 pub mod smtp_out;
 pub mod startup;
 pub mod store;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::app::delivery::Dispatcher;
 use crate::app::{App, StartError};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -59,19 +60,24 @@ impl Application {
         Arc::clone(&self.app)
     }
 
+    /// Serves the web app and runs delivery until `shutdown` resolves; then stops taking
+    /// requests, lets delivery finish the messages in hand, and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let router = crate::web::router(Arc::clone(&self.app));
-        axum::serve(
+        let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
+        let delivery = tokio::spawn(Dispatcher::new(Arc::clone(&self.app)).run(stopped));
+        let served = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)?;
+        .await;
+        let _ = stop_delivery.send(true);
+        let _ = delivery.await;
         self.app.store.close().await;
-        Ok(())
+        served.map_err(ServeError::Serve)
     }
 }

@@ -325,6 +325,8 @@ impl App {
             )
             .await?;
         tracing::info!(account = %username, server = server_id, "Gmail account connected");
+        // Messages held for want of this connection can go now.
+        self.release_held(Some(&username)).await?;
         Ok(server_id)
     }
 

@@ -2,8 +2,11 @@
 //! CLI command) calls these; none of them knows about HTTP.
 
 pub mod admins;
+pub mod api_keys;
 pub mod connect_gmail;
+pub mod delivery;
 pub mod doctor;
+pub mod outbox;
 pub mod servers;
 pub mod settings;
 pub mod test_connection;
@@ -27,6 +30,11 @@ pub struct App {
     pub google: GoogleClient,
     pub smtp: SmtpConnector,
     pub clock: SharedClock,
+    pub metrics: crate::metrics::Metrics,
+    /// Rung when a message is queued, so delivery starts at once rather than at the next look.
+    pub outbox_wake: tokio::sync::Notify,
+    /// Counts settled delivery attempts, for whoever waits on delivery (tests, `mailgate send`).
+    pub settled: tokio::sync::watch::Sender<u64>,
     tokens: tokens::RefreshLocks,
     logins: admins::LoginLimiter,
 }
@@ -82,6 +90,9 @@ impl App {
             google,
             smtp: SmtpConnector::new(tls),
             clock,
+            metrics: crate::metrics::Metrics::default(),
+            outbox_wake: tokio::sync::Notify::new(),
+            settled: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),
             logins: admins::LoginLimiter::default(),
         }))

@@ -73,7 +73,12 @@ impl App {
         self.store
             .update_server(&self.sealer, id, &valid, self.now())
             .await
-            .map_err(name_taken)
+            .map_err(name_taken)?;
+        let released = self.store.release_held(&[id], self.now()).await?;
+        if released > 0 {
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
     }
 
     pub async fn delete_server(&self, id: i64) -> Result<(), AppError> {

@@ -77,10 +77,12 @@ impl App {
             client_secret: (!secret.is_empty()).then(|| SecretString::from(secret)),
             test_recipient: Some(test_recipient.to_ascii_lowercase()),
         };
-        Ok(self
-            .store
+        self.store
             .save_google_settings(&self.sealer, &settings, self.now())
-            .await?)
+            .await?;
+        // Messages held for bad credentials may go through now; if not, they are held again.
+        self.release_held(None).await?;
+        Ok(())
     }
 }
 

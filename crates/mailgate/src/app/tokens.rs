@@ -87,6 +87,7 @@ impl App {
             .await
         {
             Ok(fresh) => {
+                crate::metrics::bump(&self.metrics.token_refreshes_ok);
                 let now = self.now();
                 self.store
                     .save_access_token(
@@ -102,6 +103,7 @@ impl App {
                 Ok(fresh.access_token)
             }
             Err(e) if matches!(e.code(), Some("invalid_grant" | "unauthorized_client")) => {
+                crate::metrics::bump(&self.metrics.token_refreshes_failed);
                 let reason = format!("Google refused the refresh token ({e})");
                 self.store
                     .mark_reconnect_needed(email, &reason, self.now())
@@ -109,8 +111,12 @@ impl App {
                 tracing::warn!(account = email, "Google connection needs reconnecting: {e}");
                 Err(TokenError::ReconnectNeeded(reason))
             }
-            Err(e) if e.code() == Some("invalid_client") => Err(TokenError::BadCredentials(e)),
+            Err(e) if e.code() == Some("invalid_client") => {
+                crate::metrics::bump(&self.metrics.token_refreshes_failed);
+                Err(TokenError::BadCredentials(e))
+            }
             Err(e) => {
+                crate::metrics::bump(&self.metrics.token_refreshes_failed);
                 self.store
                     .note_connection_error(email, &e.to_string(), self.now())
                     .await?;

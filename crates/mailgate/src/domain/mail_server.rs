@@ -71,6 +71,37 @@ impl Security {
     }
 }
 
+/// What to do with a message whose From is neither the Gmail account nor one of its aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromPolicy {
+    /// Send as the account, keeping the author in Reply-To (what Gmail would do anyway, but said).
+    Rewrite,
+    /// Refuse the message at submission.
+    Refuse,
+}
+
+impl FromPolicy {
+    pub const ALL: [FromPolicy; 2] = [FromPolicy::Rewrite, FromPolicy::Refuse];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            FromPolicy::Rewrite => "rewrite",
+            FromPolicy::Refuse => "refuse",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FromPolicy::Rewrite => "Send as the account, author in Reply-To",
+            FromPolicy::Refuse => "Refuse the message",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.code() == code)
+    }
+}
+
 /// A saved outgoing server.
 #[derive(Debug, Clone)]
 pub struct MailServer {
@@ -84,10 +115,34 @@ pub struct MailServer {
     pub security: Security,
     pub from_filter: Option<String>,
     pub priority: i64,
+    /// Gmail "Send mail as" addresses besides the Username.
+    pub aliases: Vec<String>,
+    pub from_policy: FromPolicy,
+    /// Messages per rolling 24 h; 0 means Gmail's limit for the account kind.
+    pub daily_limit: i64,
     pub last_test: Option<TestOutcome>,
 }
 
+/// Flectra's `_find_mail_server`: the server whose From filter is the sender's address, else the
+/// one whose filter is its domain, else a server with no filter. `servers` come in priority order.
+pub fn route<'a>(servers: &'a [MailServer], from: &EmailAddress) -> Option<&'a MailServer> {
+    let filter_is = |value: &str| {
+        servers
+            .iter()
+            .find(move |s| s.from_filter.as_deref() == Some(value))
+    };
+    filter_is(from.as_str())
+        .or_else(|| filter_is(from.domain()))
+        .or_else(|| servers.iter().find(|s| s.from_filter.is_none()))
+}
+
 impl MailServer {
+    /// The Gmail account and the addresses Gmail lets it send as.
+    pub fn sends_as(&self, address: &EmailAddress) -> bool {
+        self.username.as_deref() == Some(address.as_str())
+            || self.aliases.iter().any(|a| a == address.as_str())
+    }
+
     pub fn endpoint(&self) -> HostPort {
         HostPort {
             host: self.host.clone(),
@@ -117,6 +172,10 @@ pub struct ServerDraft {
     pub security: String,
     pub from_filter: String,
     pub priority: String,
+    /// Addresses separated by commas, spaces or lines.
+    pub aliases: String,
+    pub from_policy: String,
+    pub daily_limit: String,
 }
 
 /// A draft that passed every rule.
@@ -131,6 +190,9 @@ pub struct ValidServer {
     pub security: Security,
     pub from_filter: Option<String>,
     pub priority: i64,
+    pub aliases: Vec<String>,
+    pub from_policy: FromPolicy,
+    pub daily_limit: i64,
 }
 
 /// Messages per form field, in the order the form shows them.
@@ -224,6 +286,38 @@ impl ServerDraft {
                 None
             }
         };
+        let mut aliases = Vec::new();
+        for alias in self
+            .aliases
+            .split([',', ' ', '\n', '\r', ';'])
+            .filter(|a| !a.is_empty())
+        {
+            match EmailAddress::parse(alias) {
+                Ok(a) if !aliases.contains(&a.to_string()) => aliases.push(a.to_string()),
+                Ok(_) => {}
+                Err(e) => errors.add("aliases", e.to_string()),
+            }
+        }
+        let from_policy = match self.from_policy.trim() {
+            "" => FromPolicy::Rewrite,
+            code => FromPolicy::parse(code).unwrap_or_else(|| {
+                errors.add("from_policy", "Choose what to do with other senders.");
+                FromPolicy::Rewrite
+            }),
+        };
+        let daily_limit = match self.daily_limit.trim() {
+            "" => 0,
+            text => match text.parse::<i64>() {
+                Ok(n) if n >= 0 => n,
+                _ => {
+                    errors.add(
+                        "daily_limit",
+                        format!("`{text}` is not a number of messages (0 or more)."),
+                    );
+                    0
+                }
+            },
+        };
         let username = self.username.trim().to_string();
         let new_password = self
             .password
@@ -283,6 +377,9 @@ impl ServerDraft {
             security,
             from_filter,
             priority,
+            aliases,
+            from_policy,
+            daily_limit,
         })
     }
 }
@@ -290,6 +387,46 @@ impl ServerDraft {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(id: i64, filter: Option<&str>) -> MailServer {
+        MailServer {
+            id,
+            name: format!("s{id}"),
+            auth: AuthMethod::None,
+            username: None,
+            has_password: false,
+            host: "mx.example.com".into(),
+            port: 25,
+            security: Security::StartTls,
+            from_filter: filter.map(str::to_string),
+            priority: id,
+            aliases: Vec::new(),
+            from_policy: FromPolicy::Rewrite,
+            daily_limit: 0,
+            last_test: None,
+        }
+    }
+
+    #[test]
+    fn routing_prefers_the_exact_address_then_the_domain_then_no_filter() {
+        let servers = [
+            server(1, None),
+            server(2, Some("example.com")),
+            server(3, Some("boss@example.com")),
+        ];
+        let route_of = |a: &str| route(&servers, &EmailAddress::parse(a).unwrap()).map(|s| s.id);
+        assert_eq!(route_of("boss@example.com"), Some(3));
+        assert_eq!(route_of("staff@example.com"), Some(2));
+        assert_eq!(route_of("someone@other.example"), Some(1));
+        assert_eq!(
+            route(
+                &servers[1..],
+                &EmailAddress::parse("x@other.example").unwrap()
+            )
+            .map(|s| s.id),
+            None
+        );
+    }
 
     fn gmail() -> ServerDraft {
         ServerDraft {
@@ -302,6 +439,7 @@ mod tests {
             security: "starttls".into(),
             from_filter: String::new(),
             priority: "10".into(),
+            ..Default::default()
         }
     }
 

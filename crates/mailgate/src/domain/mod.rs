@@ -3,9 +3,13 @@
 pub mod connection;
 pub mod email;
 pub mod mail_server;
+pub mod message;
+pub mod outgoing;
 pub mod smtp_reply;
 
 pub use connection::{ConnectionStatus, GoogleConnection, TokenBadge};
 pub use email::EmailAddress;
-pub use mail_server::{AuthMethod, FieldErrors, MailServer, Security, ServerDraft, ValidServer};
+pub use mail_server::{
+    AuthMethod, FieldErrors, FromPolicy, MailServer, Security, ServerDraft, ValidServer, route,
+};
 pub use smtp_reply::{Reply, Stage};

@@ -3,7 +3,9 @@
 //! use `$1` placeholders, which SQLite also binds by number.
 
 mod admins;
+mod api_keys;
 mod connections;
+mod messages;
 mod oauth_states;
 mod servers;
 mod settings;
@@ -15,7 +17,11 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use admins::{AdminRecord, SessionRecord};
+pub use api_keys::ApiKeyRecord;
 pub use connections::{ConnectionRecord, NewConnection};
+pub use messages::{
+    Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage,
+};
 pub use oauth_states::{OauthState, StateLookup};
 pub use settings::GoogleSettings;
 

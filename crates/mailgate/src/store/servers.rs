@@ -8,14 +8,15 @@ use super::{Store, StoreError, duplicate, opt_i64, opt_string};
 use crate::clock::Timestamp;
 use crate::crypto::Sealer;
 use crate::domain::mail_server::TestOutcome;
-use crate::domain::{AuthMethod, MailServer, Security, ValidServer};
+use crate::domain::{AuthMethod, FromPolicy, MailServer, Security, ValidServer};
 
 /// The columns `server_from_row` reads, spliced into each query at compile time.
 macro_rules! columns {
     () => {
         "id, name, auth_method, username, \
          CAST(CASE WHEN password_sealed IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_password, \
-         host, port, security, from_filter, priority, last_test_at, last_test_ok, last_test_report"
+         host, port, security, from_filter, priority, last_test_at, last_test_ok, last_test_report, \
+         aliases, from_policy, daily_limit"
     };
 }
 
@@ -50,6 +51,15 @@ fn server_from_row(row: &AnyRow) -> Result<MailServer, sqlx::Error> {
             .ok_or_else(|| decode("security", "unknown connection security"))?,
         from_filter: opt_string(row, "from_filter")?,
         priority: row.try_get("priority")?,
+        aliases: row
+            .try_get::<String, _>("aliases")?
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect(),
+        from_policy: FromPolicy::parse(&row.try_get::<String, _>("from_policy")?)
+            .ok_or_else(|| decode("from_policy", "unknown From policy"))?,
+        daily_limit: row.try_get("daily_limit")?,
         last_test,
     })
 }
@@ -98,8 +108,9 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool().begin().await?;
         let id: i64 = sqlx::query(
-            "INSERT INTO mail_servers (name, auth_method, username, host, port, security, from_filter, priority, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+            "INSERT INTO mail_servers (name, auth_method, username, host, port, security, from_filter, priority, \
+             aliases, from_policy, daily_limit, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $9, $9) RETURNING id",
         )
         .bind(&server.name)
         .bind(server.auth.code())
@@ -110,6 +121,9 @@ impl Store {
         .bind(server.from_filter.as_deref())
         .bind(server.priority)
         .bind(now)
+        .bind(server.aliases.join(","))
+        .bind(server.from_policy.code())
+        .bind(server.daily_limit)
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate("a server with this Description"))?
@@ -137,7 +151,8 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "UPDATE mail_servers SET name = $1, auth_method = $2, username = $3, host = $4, port = $5, \
-             security = $6, from_filter = $7, priority = $8, updated_at = $9 WHERE id = $10",
+             security = $6, from_filter = $7, priority = $8, updated_at = $9, aliases = $11, from_policy = $12, \
+             daily_limit = $13 WHERE id = $10",
         )
         .bind(&server.name)
         .bind(server.auth.code())
@@ -149,6 +164,9 @@ impl Store {
         .bind(server.priority)
         .bind(now)
         .bind(id)
+        .bind(server.aliases.join(","))
+        .bind(server.from_policy.code())
+        .bind(server.daily_limit)
         .execute(&mut *tx)
         .await
         .map_err(duplicate("a server with this Description"))?;

@@ -3,6 +3,7 @@
 //! Every request passes one guard ([`guard::protect`]) that sets security headers and refuses any
 //! state-changing request without CSRF proof, so no handler can forget the check.
 
+mod api;
 mod error;
 mod guard;
 mod pages;
@@ -51,6 +52,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/google_gmail/confirm", get(pages::gmail::confirm))
         .route("/google-setup", get(pages::google_setup::guide))
         .route("/doctor", post(pages::google_setup::check))
+        .route("/readyz", get(pages::ops::ready))
+        .route("/metrics", get(pages::ops::metrics))
+        .merge(api::router(&app))
         .route("/static/mailgate.css", get(pages::assets::css))
         .route("/static/mailgate.js", get(pages::assets::js))
         .fallback(pages::not_found)

@@ -167,6 +167,7 @@ pub struct ServerFormPage {
     pub last_test: Option<TestView>,
     pub auth_options: Vec<(&'static str, &'static str)>,
     pub security_options: Vec<(&'static str, &'static str)>,
+    pub from_policy_options: Vec<(&'static str, &'static str)>,
     pub gmail_host: String,
     pub gmail_port: u16,
 }

@@ -6,6 +6,7 @@ mod admin_access;
 mod cli;
 mod connect_gmail;
 mod database;
+mod delivery;
 mod doctor;
 mod servers;
 mod settings;

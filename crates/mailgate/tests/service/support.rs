@@ -313,9 +313,12 @@ impl TestApp {
         assert_eq!(done.location.as_deref(), Some("/settings"));
     }
 
-    /// Signs the admin in again (after the clock moved past the session).
+    /// Signs the admin in again (after the clock moved past the session), if need be.
     pub async fn sign_in(&self) {
         let login = self.get("/login").await;
+        if login.status.is_redirection() {
+            return;
+        }
         let csrf = hidden(&login.body, "_csrf").unwrap();
         let done = self
             .post(
@@ -433,6 +436,76 @@ impl TestApp {
         let to_google = self.click_connect(server_id).await;
         let back = self.consent_at_google(&to_google, email, true).await;
         self.get(&back).await
+    }
+
+    /// Connected and ready to send: admin, credentials, Alice's Gmail server, consent. Returns
+    /// the server id.
+    pub async fn sending_as_alice(&self) -> i64 {
+        let id = self.ready_to_connect().await;
+        assert_eq!(self.connect(id, ALICE).await.status, StatusCode::SEE_OTHER);
+        id
+    }
+
+    pub async fn api_key(&self) -> String {
+        self.app.create_api_key("tests").await.unwrap()
+    }
+
+    /// POST /api/v1/messages with an API key.
+    pub async fn send(
+        &self,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        self.send_with(key, body, None).await
+    }
+
+    pub async fn send_with(
+        &self,
+        key: &str,
+        body: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = self
+            .http
+            .post(self.url("/api/v1/messages"))
+            .bearer_auth(key)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            request = request.header("Idempotency-Key", k);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits until message `id` reaches `state`, woken by each settled attempt (no sleeping).
+    pub async fn wait_state(&self, id: &str, state: &str) -> mailgate::store::MessageRecord {
+        let mut settled = self.app.settled.subscribe();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (record, _) = self.app.message(id).await.unwrap();
+            if record.state.code() == state {
+                return record;
+            }
+            if tokio::time::timeout_at(deadline, settled.changed())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "message {id} is {} after 20 s, expected {state}",
+                    record.state
+                );
+            }
+        }
+    }
+
+    /// Moves mailgate's clock and tells delivery to look at the queue again.
+    pub fn advance_and_wake(&self, secs: i64) {
+        self.clock.advance(secs);
+        self.app.outbox_wake.notify_one();
     }
 
     pub fn db_files(&self) -> Vec<u8> {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod gmail;
 pub mod google_setup;
 pub mod home;
+pub mod ops;
 pub mod servers;
 pub mod settings;
 

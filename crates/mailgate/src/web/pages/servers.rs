@@ -15,7 +15,7 @@ use crate::app::test_connection::TestReport;
 use crate::app::{App, AppError};
 use crate::clock::{format_utc, relative};
 use crate::domain::connection::EXPIRY_WARNING_SECS;
-use crate::domain::{AuthMethod, FieldErrors, Security, ServerDraft, TokenBadge};
+use crate::domain::{AuthMethod, FieldErrors, FromPolicy, Security, ServerDraft, TokenBadge};
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
 use crate::web::views::{
@@ -142,6 +142,10 @@ async fn form_page(
             .iter()
             .map(|s| (s.code(), s.label()))
             .collect(),
+        from_policy_options: FromPolicy::ALL
+            .iter()
+            .map(|p| (p.code(), p.label()))
+            .collect(),
         gmail_host: app.config.gmail_smtp.host.clone(),
         gmail_port: app.config.gmail_smtp.port,
     })
@@ -159,6 +163,13 @@ fn draft_of(summary: &ServerSummary) -> ServerDraft {
         security: s.security.code().into(),
         from_filter: s.from_filter.clone().unwrap_or_default(),
         priority: s.priority.to_string(),
+        aliases: s.aliases.join(", "),
+        from_policy: s.from_policy.code().into(),
+        daily_limit: if s.daily_limit == 0 {
+            String::new()
+        } else {
+            s.daily_limit.to_string()
+        },
     }
 }
 
@@ -210,6 +221,12 @@ pub struct ServerInput {
     from_filter: String,
     #[serde(default)]
     priority: String,
+    #[serde(default)]
+    aliases: String,
+    #[serde(default)]
+    from_policy: String,
+    #[serde(default)]
+    daily_limit: String,
 }
 
 impl From<ServerInput> for ServerDraft {
@@ -224,6 +241,9 @@ impl From<ServerInput> for ServerDraft {
             security: i.security,
             from_filter: i.from_filter,
             priority: i.priority,
+            aliases: i.aliases,
+            from_policy: i.from_policy,
+            daily_limit: i.daily_limit,
         }
     }
 }

@@ -1,0 +1,817 @@
+//! Delivery: the loop that takes due messages from the queue and sends them through their
+//! servers.
+//!
+//! Messages are leased (stamped with this instance and an expiry) before anything is sent, and
+//! every attempt ends in one transaction that records it and settles the message. A crash leaves
+//! leases behind; they return to the queue when they expire, or at once when this instance
+//! restarts. So nothing accepted is lost, and only a message in hand at the crash can go twice.
+//!
+//! Each server gets a lane; a lane runs up to three workers, each holding one SMTP session that
+//! it reuses for message after message, and all lanes of one Gmail account share three
+//! connections. Sessions outlive a batch in an idle pool, so a steady stream logs in three times,
+//! not once per message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore};
+
+use super::App;
+use super::tokens::TokenError;
+use crate::clock::{Timestamp, format_utc};
+use crate::domain::outgoing::{Failure, RetryPolicy, Verdict, default_daily_limit};
+use crate::domain::{AuthMethod, MailServer, Stage};
+use crate::metrics::bump;
+use crate::smtp_out::{SmtpError, SmtpSession, Target};
+use crate::store::{AttemptRecord, Claimed};
+
+/// How long a message stays leased before another instance may take it over.
+const LEASE_SECS: i64 = 600;
+/// Messages leased but not yet settled, across all lanes.
+const MAX_IN_FLIGHT: usize = 500;
+const CLAIM_BATCH: usize = 200;
+/// Gmail allows a handful of concurrent sessions per user before answering 421.
+pub const CONNECTIONS_PER_ACCOUNT: usize = 3;
+/// An idle session older than this is closed rather than reused: Gmail times idle ones out.
+const IDLE_REUSE: Duration = Duration::from_secs(60);
+/// The longest the loop sleeps without looking at the queue: `mailgate send` and other
+/// instances add messages without ringing this process's bell.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+const RETENTION_EVERY: i64 = 3600;
+
+pub struct Dispatcher {
+    app: Arc<App>,
+    owner: String,
+    policy: RetryPolicy,
+    lanes: Mutex<Lanes>,
+    idle: Mutex<HashMap<i64, Vec<(SmtpSession, Instant)>>>,
+    accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Accounts Gmail told "daily quota exceeded", until when.
+    quota: Mutex<HashMap<String, Timestamp>>,
+    workers: AtomicUsize,
+    stopping: AtomicBool,
+    settled: Notify,
+    last_purge: Mutex<Timestamp>,
+}
+
+#[derive(Default)]
+struct Lanes {
+    lanes: HashMap<i64, Lane>,
+    in_flight: usize,
+}
+
+struct Lane {
+    server: Option<MailServer>,
+    queue: VecDeque<Claimed>,
+    workers: usize,
+}
+
+/// What one attempt came to.
+struct Outcome {
+    verdict: Verdict,
+    stage: Stage,
+    reply: Option<String>,
+    detail: String,
+    /// False when nothing was sent to the server (mailgate's own quota guard).
+    counts: bool,
+}
+
+/// Why an attempt stopped, before the retry policy weighs it.
+struct Stop {
+    failure: Failure,
+    stage: Stage,
+    reply: Option<String>,
+}
+
+impl Stop {
+    fn from_smtp(e: &SmtpError, quota_frees: Timestamp) -> Self {
+        let reply = e.reply().map(|r| r.text());
+        let failure = match e.reply() {
+            Some(r) if r.code == 550 && r.enhanced() == Some("5.4.5") => Failure::Quota {
+                until: quota_frees,
+                reason: format!("Gmail's daily sending quota: {}", r.text()),
+            },
+            Some(r) if r.is_temporary() => Failure::Temporary(r.text()),
+            Some(r) => Failure::Permanent(r.text()),
+            None => Failure::Temporary(e.to_string()),
+        };
+        Self {
+            failure,
+            stage: e.stage(),
+            reply,
+        }
+    }
+
+    fn from_token(e: &TokenError) -> Self {
+        let failure = match e {
+            TokenError::Temporary(_) | TokenError::Store(_) => Failure::Temporary(e.to_string()),
+            _ => Failure::NeedsHuman(e.to_string()),
+        };
+        Self {
+            failure,
+            stage: Stage::Token,
+            reply: None,
+        }
+    }
+}
+
+/// The session is dead or dying: a reused one gets one fresh replacement before the message is
+/// charged an attempt.
+fn stale(e: &SmtpError) -> bool {
+    match e {
+        SmtpError::Closed(_) | SmtpError::Timeout { .. } => true,
+        SmtpError::Refused { reply, .. } => {
+            reply.code == 421 || (reply.code == 451 && reply.enhanced() == Some("4.4.2"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a session that produced `e` can take the next message after an RSET.
+fn reusable_after(e: &SmtpError) -> bool {
+    matches!(e, SmtpError::Refused { reply, .. } if reply.code != 421)
+}
+
+fn jitter() -> f64 {
+    rand::rng().random_range(-1.0..=1.0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "mailgate".into())
+}
+
+impl Dispatcher {
+    /// The owner name is stable across restarts of this instance (host and port), so a restart
+    /// takes back at once what a crash left leased.
+    pub fn new(app: Arc<App>) -> Arc<Self> {
+        let owner = format!("{}:{}", hostname(), app.config.http_addr.port());
+        Arc::new(Self {
+            app,
+            owner,
+            policy: RetryPolicy::default(),
+            lanes: Mutex::new(Lanes::default()),
+            idle: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
+            quota: Mutex::new(HashMap::new()),
+            workers: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            settled: Notify::new(),
+            last_purge: Mutex::new(0),
+        })
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Runs until `shutdown` flips, then finishes the messages in hand and gives the rest back.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if let Err(e) = self
+            .app
+            .store
+            .release_owner_leases(&self.owner, self.app.now())
+            .await
+        {
+            tracing::error!("cannot take back leases from before a restart: {e}");
+        }
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let claimed = match self.run_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("delivery loop: {e}");
+                    0
+                }
+            };
+            if claimed > 0 {
+                continue;
+            }
+            let wait = self.until_next_due().await;
+            tokio::select! {
+                _ = self.app.outbox_wake.notified() => {}
+                _ = self.settled.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Claims what is due (as much as there is room for) and hands it to the lanes. Returns how
+    /// many messages it claimed.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        self.purge_now_and_then().await;
+        let room = {
+            let lanes = self.lock_lanes();
+            MAX_IN_FLIGHT
+                .saturating_sub(lanes.in_flight)
+                .min(CLAIM_BATCH)
+        };
+        if room == 0 || self.stopping.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let now = self.app.now();
+        let claimed = self
+            .app
+            .store
+            .claim_messages(
+                &self.owner,
+                now,
+                now + LEASE_SECS,
+                i64::try_from(room).unwrap_or(0),
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let servers: HashMap<i64, MailServer> = self
+            .app
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let count = claimed.len();
+        let mut spawn = Vec::new();
+        {
+            let mut lanes = self.lock_lanes();
+            lanes.in_flight += count;
+            for message in claimed {
+                let lane = lanes
+                    .lanes
+                    .entry(message.server_id)
+                    .or_insert_with(|| Lane {
+                        server: None,
+                        queue: VecDeque::new(),
+                        workers: 0,
+                    });
+                lane.server = servers.get(&message.server_id).cloned();
+                lane.queue.push_back(message);
+            }
+            for (server_id, lane) in lanes.lanes.iter_mut() {
+                while lane.workers < CONNECTIONS_PER_ACCOUNT && lane.workers < lane.queue.len() {
+                    lane.workers += 1;
+                    spawn.push(*server_id);
+                }
+            }
+        }
+        for server_id in spawn {
+            self.workers.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(Arc::clone(self).work(server_id));
+        }
+        Ok(count)
+    }
+
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let now = self.app.now();
+        match self.app.store.next_due().await {
+            Ok(Some(due)) if due > now => {
+                Duration::from_secs(u64::try_from(due - now).unwrap_or(0)).min(MAX_WAIT)
+            }
+            // Due now but not claimed: the lanes are full; a settled message will wake us.
+            Ok(Some(_)) => MAX_WAIT,
+            _ => MAX_WAIT,
+        }
+    }
+
+    async fn purge_now_and_then(&self) {
+        let now = self.app.now();
+        {
+            let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
+            if now - *last < RETENTION_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        let before = now - self.app.config.retention_days * 86_400;
+        match self.app.store.purge_sent_bodies(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                bodies = n,
+                "deleted the bodies of sent messages past retention"
+            ),
+            Err(e) => tracing::error!("retention: {e}"),
+        }
+    }
+
+    fn account_of(server: &MailServer) -> String {
+        match (server.auth, &server.username) {
+            (AuthMethod::Gmail, Some(u)) => u.clone(),
+            _ => format!("server:{}", server.id),
+        }
+    }
+
+    fn account_slots(&self, account: &str) -> Arc<Semaphore> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            accounts
+                .entry(account.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(CONNECTIONS_PER_ACCOUNT))),
+        )
+    }
+
+    /// One worker of a lane: takes messages until the lane is empty, over one reused session.
+    async fn work(self: Arc<Self>, server_id: i64) {
+        let server = self
+            .lock_lanes()
+            .lanes
+            .get(&server_id)
+            .and_then(|l| l.server.clone());
+        let slots = server
+            .as_ref()
+            .map(|s| self.account_slots(&Self::account_of(s)));
+        let _slot = match &slots {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        };
+        let mut session = self.take_idle(server_id);
+        loop {
+            let message = {
+                let mut lanes = self.lock_lanes();
+                if self.stopping.load(Ordering::Relaxed) {
+                    None
+                } else {
+                    lanes
+                        .lanes
+                        .get_mut(&server_id)
+                        .and_then(|l| l.queue.pop_front())
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
+            let outcome = match &server {
+                Some(server) => self.deliver(server, &message, &mut session).await,
+                None => Outcome {
+                    verdict: Verdict::Held {
+                        reason: "its outgoing mail server was deleted; Retry after choosing another route"
+                            .into(),
+                    },
+                    stage: Stage::Connect,
+                    reply: None,
+                    detail: "no such outgoing mail server".into(),
+                    counts: false,
+                },
+            };
+            self.settle(&message, outcome).await;
+        }
+        if let Some(session) = session {
+            self.put_idle(server_id, session);
+        }
+        {
+            let mut lanes = self.lock_lanes();
+            if let Some(lane) = lanes.lanes.get_mut(&server_id) {
+                lane.workers -= 1;
+                if lane.workers == 0 && lane.queue.is_empty() {
+                    lanes.lanes.remove(&server_id);
+                }
+            }
+        }
+        self.workers.fetch_sub(1, Ordering::SeqCst);
+        self.settled.notify_one();
+    }
+
+    fn take_idle(&self, server_id: i64) -> Option<SmtpSession> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(&server_id)?;
+        while let Some((session, since)) = list.pop() {
+            if since.elapsed() < IDLE_REUSE {
+                return Some(session);
+            }
+            tokio::spawn(session.quit());
+        }
+        None
+    }
+
+    fn put_idle(&self, server_id: i64, session: SmtpSession) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.entry(server_id)
+            .or_default()
+            .push((session, Instant::now()));
+    }
+
+    /// Records the attempt and settles the message; its lease ends here.
+    async fn settle(&self, message: &Claimed, outcome: Outcome) {
+        let now = self.app.now();
+        let metrics = &self.app.metrics;
+        match &outcome.verdict {
+            Verdict::Sent => {
+                bump(&metrics.sent);
+                #[allow(clippy::cast_precision_loss)]
+                metrics.observe_latency((now - message.created_at) as f64);
+            }
+            Verdict::Deferred { .. } => bump(&metrics.deferred),
+            Verdict::Held { .. } => bump(&metrics.held),
+            Verdict::Failed { .. } => bump(&metrics.failed),
+        }
+        let stage = serde_json::to_value(outcome.stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let record = AttemptRecord {
+            stage: &stage,
+            reply: outcome.reply.as_deref(),
+            detail: &outcome.detail,
+        };
+        match self
+            .app
+            .store
+            .finish_attempt(
+                &message.id,
+                &self.owner,
+                &outcome.verdict,
+                &record,
+                outcome.counts,
+                now,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(id = %message.id, "lease lost before the attempt was recorded")
+            }
+            Err(e) => tracing::error!(id = %message.id, "cannot record the attempt: {e}"),
+        }
+        let mut lanes = self.lock_lanes();
+        lanes.in_flight = lanes.in_flight.saturating_sub(1);
+        drop(lanes);
+        self.settled.notify_one();
+        self.app.settled.send_modify(|n| *n += 1);
+    }
+
+    fn outcome(&self, message: &Claimed, stop: Stop, detail: String) -> Outcome {
+        let now = self.app.now();
+        let verdict = stop.failure.verdict(
+            &self.policy,
+            message.attempts + 1,
+            message.created_at,
+            now,
+            jitter(),
+        );
+        Outcome {
+            verdict,
+            stage: stop.stage,
+            reply: stop.reply,
+            detail,
+            counts: true,
+        }
+    }
+
+    /// One attempt for one message.
+    async fn deliver(
+        &self,
+        server: &MailServer,
+        message: &Claimed,
+        session: &mut Option<SmtpSession>,
+    ) -> Outcome {
+        let now = self.app.now();
+        let account = Self::account_of(server);
+        let gmail = server.auth == AuthMethod::Gmail;
+        if gmail && let Some(deferral) = self.quota_guard(server, &account, now).await {
+            return deferral;
+        }
+        let body = match self.app.store.message_body(&message.id).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                return Outcome {
+                    verdict: Verdict::Failed {
+                        reason: "the message's content is no longer stored".into(),
+                    },
+                    stage: Stage::Data,
+                    reply: None,
+                    detail: "no body".into(),
+                    counts: false,
+                };
+            }
+            Err(e) => {
+                return self.outcome(
+                    message,
+                    Stop {
+                        failure: Failure::Temporary(e.to_string()),
+                        stage: Stage::Data,
+                        reply: None,
+                    },
+                    "the database could not be read".into(),
+                );
+            }
+        };
+        for fresh_try in [false, true] {
+            let reused = session.is_some();
+            let mut live = match session.take() {
+                Some(s) => s,
+                None => match self.connect(server).await {
+                    Ok(s) => s,
+                    Err(stop) => {
+                        let detail = format!(
+                            "could not open a session with {}:{}",
+                            server.host, server.port
+                        );
+                        return self.outcome(message, stop, detail);
+                    }
+                },
+            };
+            match Self::transmit(&mut live, message, &body).await {
+                Ok((reply, refused)) => {
+                    *session = Some(live);
+                    if gmail && let Err(e) = self.app.store.count_send(&account, now).await {
+                        tracing::error!("cannot count the send: {e}");
+                    }
+                    let mut detail = reply.clone();
+                    if !refused.is_empty() {
+                        detail.push_str(&format!("; refused recipients: {}", refused.join("; ")));
+                    }
+                    return Outcome {
+                        verdict: Verdict::Sent,
+                        stage: Stage::DataEnd,
+                        reply: Some(reply),
+                        detail,
+                        counts: true,
+                    };
+                }
+                Err(e) if reused && !fresh_try && stale(&e) => {
+                    // A session from the pool that Gmail had closed: not the message's fault.
+                    tracing::debug!("reused session was stale ({e}); reconnecting");
+                    continue;
+                }
+                Err(e) => {
+                    if reusable_after(&e) && live.rset().await.is_ok() {
+                        *session = Some(live);
+                    }
+                    let frees = self.quota_frees(&account, now).await;
+                    let stop = Stop::from_smtp(&e, frees);
+                    if let Failure::Quota { until, .. } = &stop.failure {
+                        self.quota
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(account.clone(), *until);
+                    }
+                    return self.outcome(message, stop, e.to_string());
+                }
+            }
+        }
+        self.outcome(
+            message,
+            Stop {
+                failure: Failure::Temporary("the session kept closing".into()),
+                stage: Stage::Connect,
+                reply: None,
+            },
+            "two sessions in a row closed before the message could be sent".into(),
+        )
+    }
+
+    /// MAIL, RCPT for each recipient, DATA, the message. Recipients refused for good are left out
+    /// and reported; a temporary refusal of any recipient defers the whole message, so a retry
+    /// never sends twice to the others.
+    async fn transmit(
+        session: &mut SmtpSession,
+        message: &Claimed,
+        body: &[u8],
+    ) -> Result<(String, Vec<String>), SmtpError> {
+        session.mail_from(&message.mail_from).await?;
+        let mut accepted = 0;
+        let mut refused = Vec::new();
+        let mut first_refusal = None;
+        for rcpt in &message.rcpt_to {
+            match session.rcpt_to(rcpt).await {
+                Ok(_) => accepted += 1,
+                Err(e @ SmtpError::Refused { .. }) => {
+                    if e.reply().is_some_and(|r| r.is_temporary()) {
+                        return Err(e);
+                    }
+                    refused.push(format!(
+                        "{rcpt}: {}",
+                        e.reply().map(|r| r.text()).unwrap_or_default()
+                    ));
+                    first_refusal.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if accepted == 0 {
+            return Err(first_refusal.unwrap_or(SmtpError::Protocol {
+                stage: Stage::RcptTo,
+                detail: "no recipients".into(),
+            }));
+        }
+        session.data().await?;
+        let reply = session.send_message(body).await?;
+        Ok((reply.text(), refused))
+    }
+
+    /// Opens and authenticates a session. For Gmail, a 535 gets one fresh token and one more try;
+    /// a second 535 means the connection needs a human, and the server is marked so.
+    async fn connect(&self, server: &MailServer) -> Result<SmtpSession, Stop> {
+        let target = Target {
+            host: server.host.clone(),
+            port: server.port,
+            security: server.security,
+        };
+        let now = self.app.now();
+        let metrics = &self.app.metrics;
+        match server.auth {
+            AuthMethod::Gmail => {
+                let account = server.username.clone().unwrap_or_default();
+                let mut forced = false;
+                loop {
+                    let token = self
+                        .app
+                        .access_token(&account, forced)
+                        .await
+                        .map_err(|e| Stop::from_token(&e))?;
+                    let mut session = self
+                        .app
+                        .smtp
+                        .connect(&target)
+                        .await
+                        .map_err(|e| Stop::from_smtp(&e, now))?;
+                    match session.auth_xoauth2(&account, &token).await {
+                        Ok(()) => {
+                            bump(&metrics.smtp_logins_ok);
+                            return Ok(session);
+                        }
+                        Err(e) => {
+                            bump(&metrics.smtp_logins_failed);
+                            let is_535 = e.reply().is_some_and(|r| r.code == 535);
+                            session.quit().await;
+                            if is_535 && !forced {
+                                forced = true;
+                                continue;
+                            }
+                            if is_535 {
+                                let reason = format!(
+                                    "Gmail refused a fresh token at login: {}",
+                                    e.reply()
+                                        .and_then(|r| r.lines.first().cloned())
+                                        .unwrap_or_default()
+                                );
+                                if let Err(err) = self
+                                    .app
+                                    .store
+                                    .mark_reconnect_needed(&account, &reason, now)
+                                    .await
+                                {
+                                    tracing::error!("cannot mark {account}: {err}");
+                                }
+                                return Err(Stop {
+                                    failure: Failure::NeedsHuman(format!(
+                                        "Reconnect needed: {reason}"
+                                    )),
+                                    stage: Stage::Auth,
+                                    reply: e.reply().map(|r| r.text()),
+                                });
+                            }
+                            return Err(Stop::from_smtp(&e, now));
+                        }
+                    }
+                }
+            }
+            AuthMethod::Password => {
+                let password = self
+                    .app
+                    .store
+                    .server_password(&self.app.sealer, server.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(Stop {
+                        failure: Failure::NeedsHuman("the server's password is missing".into()),
+                        stage: Stage::Auth,
+                        reply: None,
+                    })?;
+                let mut session = self
+                    .app
+                    .smtp
+                    .connect(&target)
+                    .await
+                    .map_err(|e| Stop::from_smtp(&e, now))?;
+                let user = server.username.clone().unwrap_or_default();
+                match session.auth_plain(&user, &password).await {
+                    Ok(()) => Ok(session),
+                    Err(e) => {
+                        session.quit().await;
+                        let mut stop = Stop::from_smtp(&e, now);
+                        if matches!(stop.failure, Failure::Permanent(_)) {
+                            stop.failure =
+                                Failure::NeedsHuman(format!("the server refused the login: {e}"));
+                        }
+                        Err(stop)
+                    }
+                }
+            }
+            AuthMethod::None => self
+                .app
+                .smtp
+                .connect(&target)
+                .await
+                .map_err(|e| Stop::from_smtp(&e, now)),
+        }
+    }
+
+    /// When mailgate's own count, or Gmail's last "quota exceeded", says the account must wait.
+    async fn quota_guard(
+        &self,
+        server: &MailServer,
+        account: &str,
+        now: Timestamp,
+    ) -> Option<Outcome> {
+        let limit = if server.daily_limit > 0 {
+            server.daily_limit
+        } else {
+            default_daily_limit(account)
+        };
+        let told = self
+            .quota
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
+            .filter(|until| *until > now);
+        let (sent, frees) = self.app.store.sends_in_window(account, now).await.ok()?;
+        let until = match told {
+            Some(until) => until,
+            None if sent >= limit => frees.unwrap_or(now + 3600),
+            None => return None,
+        };
+        Some(Outcome {
+            verdict: Verdict::Deferred {
+                until,
+                reason: format!(
+                    "{account} reached its daily limit ({sent} of {limit} messages in 24 hours); waiting until {}",
+                    format_utc(until)
+                ),
+            },
+            stage: Stage::MailFrom,
+            reply: None,
+            detail: "held back by mailgate to stay within Gmail's daily limit".into(),
+            counts: false,
+        })
+    }
+
+    /// When the oldest send of the last 24 hours leaves the window (or a day from now).
+    async fn quota_frees(&self, account: &str, now: Timestamp) -> Timestamp {
+        match self.app.store.sends_in_window(account, now).await {
+            Ok((_, Some(frees))) if frees > now => frees,
+            _ => now + 86_400,
+        }
+    }
+
+    /// Graceful shutdown: the messages in hand finish; those waiting in lanes go back.
+    async fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let waiting: Vec<String> = {
+            let mut lanes = self.lock_lanes();
+            let ids: Vec<String> = lanes
+                .lanes
+                .values_mut()
+                .flat_map(|l| l.queue.drain(..))
+                .map(|m| m.id)
+                .collect();
+            lanes.in_flight = lanes.in_flight.saturating_sub(ids.len());
+            ids
+        };
+        if let Err(e) = self
+            .app
+            .store
+            .release_messages(&self.owner, &waiting, self.app.now())
+            .await
+        {
+            tracing::error!("cannot give messages back to the queue: {e}");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.workers.load(Ordering::SeqCst) > 0 {
+            if tokio::time::timeout_at(deadline, self.settled.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopped with messages still in hand; their leases will expire");
+                break;
+            }
+        }
+        let sessions: Vec<SmtpSession> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.drain()
+                .flat_map(|(_, list)| list)
+                .map(|(s, _)| s)
+                .collect()
+        };
+        for session in sessions {
+            session.quit().await;
+        }
+    }
+}

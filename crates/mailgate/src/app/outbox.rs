@@ -1,0 +1,227 @@
+//! Submission and the queue as its users see it: accept a message durably, route it, and later
+//! show, retry or cancel it.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng;
+
+use super::{App, AppError};
+use crate::domain::message::{ComposeContext, FieldError, Submission, rewrite_from};
+use crate::domain::outgoing::MessageState;
+use crate::domain::{AuthMethod, EmailAddress, FromPolicy, route};
+use crate::metrics::bump;
+use crate::store::{Attempt, Inserted, MessageFilter, MessageRecord, NewMessage, StoreError};
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: String,
+    /// The Idempotency-Key was seen before; this is the earlier message.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("Idempotency-Key: already used for a different message")]
+    IdempotencyMismatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a submission comes from, for idempotency.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    pub api_key_id: Option<i64>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Ids sort by submission time (hex seconds first), so "newest first" and paging are by id.
+pub fn new_message_id(now: i64) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::rng();
+    let tail: String = (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{now:010x}{tail}")
+}
+
+fn field(name: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: name.to_string(),
+        message: message.into(),
+    }
+}
+
+impl App {
+    /// Checks, builds and routes a message, and commits it to the queue. When this returns Ok,
+    /// the message is on disk and will be delivered whatever happens to this process.
+    pub async fn submit(
+        &self,
+        submission: &Submission,
+        origin: Origin<'_>,
+    ) -> Result<Accepted, SubmitError> {
+        if let Some(key) = origin.idempotency_key
+            && (key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(field("Idempotency-Key", "use 1 to 255 visible ASCII characters").into());
+        }
+        let now = self.now();
+        let id = new_message_id(now);
+        let mut composed = submission.compose(&ComposeContext {
+            id: &id,
+            date: now,
+            max_size: self.config.max_message_size,
+        })?;
+        let servers = self.store.list_servers().await?;
+        let server = route(&servers, &composed.from.email).ok_or_else(|| {
+            field(
+                "from",
+                format!(
+                    "no outgoing mail server sends as {}: give one a From filter of this address or its domain, or leave one server's From filter empty",
+                    composed.from.email
+                ),
+            )
+        })?;
+        let mail_from = match (server.auth, server.username.as_deref()) {
+            (AuthMethod::Gmail, Some(account)) => {
+                if !server.sends_as(&composed.from.email) {
+                    match server.from_policy {
+                        FromPolicy::Refuse => {
+                            return Err(field(
+                                "from",
+                                format!(
+                                    "{} is not {account} nor one of its \"Send mail as\" addresses, and server “{}” refuses other senders",
+                                    composed.from.email, server.name
+                                ),
+                            )
+                            .into());
+                        }
+                        FromPolicy::Rewrite => {
+                            let account = EmailAddress::parse(account)
+                                .map_err(|e| field("from", e.to_string()))?;
+                            rewrite_from(&mut composed, &account);
+                        }
+                    }
+                }
+                account.to_string()
+            }
+            _ => composed.from.email.to_string(),
+        };
+        let request_hash = origin.idempotency_key.map(|_| {
+            let json = serde_json::to_vec(submission).unwrap_or_default();
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &json))
+        });
+        let recipients: Vec<String> = composed.recipients.iter().map(|r| r.to_string()).collect();
+        let inserted = self
+            .store
+            .insert_message(
+                &NewMessage {
+                    id: &id,
+                    server_id: server.id,
+                    mail_from: &mail_from,
+                    rcpt_to: &recipients,
+                    message_id: &composed.message_id,
+                    from_header: &composed.from.header_value(),
+                    subject: &composed.subject,
+                    body: &composed.raw,
+                    api_key_id: origin.api_key_id,
+                    idempotency_key: origin.idempotency_key,
+                    request_hash: request_hash.as_deref(),
+                },
+                now,
+            )
+            .await?;
+        match inserted {
+            Inserted::New => {
+                bump(&self.metrics.submitted);
+                self.outbox_wake.notify_one();
+                Ok(Accepted {
+                    id,
+                    replayed: false,
+                })
+            }
+            Inserted::Existing {
+                id,
+                same_request: true,
+            } => Ok(Accepted { id, replayed: true }),
+            Inserted::Existing { .. } => Err(SubmitError::IdempotencyMismatch),
+        }
+    }
+
+    pub async fn message(&self, id: &str) -> Result<(MessageRecord, Vec<Attempt>), AppError> {
+        self.store
+            .message(id)
+            .await?
+            .ok_or(AppError::NotFound("Message"))
+    }
+
+    pub async fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRecord>, AppError> {
+        Ok(self.store.list_messages(filter).await?)
+    }
+
+    /// "Retry": try a deferred, held or failed message again now.
+    pub async fn retry_message(&self, id: &str) -> Result<(), AppError> {
+        let (record, _) = self.message(id).await?;
+        if !record.state.retryable() {
+            return Err(AppError::Refused(format!(
+                "A {} message cannot be retried.",
+                record.state
+            )));
+        }
+        if self.store.retry_message(id, self.now()).await? {
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// "Cancel": a message not yet sent stays unsent.
+    pub async fn cancel_message(&self, id: &str) -> Result<(), AppError> {
+        let (record, _) = self.message(id).await?;
+        if !record.state.cancellable() || !self.store.cancel_message(id, self.now()).await? {
+            return Err(AppError::Refused(format!(
+                "A {} message cannot be cancelled.",
+                record.state
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn queue_counts(&self) -> Result<Vec<(MessageState, i64)>, AppError> {
+        Ok(self.store.count_by_state().await?)
+    }
+
+    /// Held messages of the servers sending as `account` go back to the queue (it was
+    /// reconnected), or of every server when `account` is None (credentials changed).
+    pub async fn release_held(&self, account: Option<&str>) -> Result<u64, AppError> {
+        let servers: Vec<i64> = self
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .filter(|s| account.is_none() || s.username.as_deref() == account)
+            .map(|s| s.id)
+            .collect();
+        let released = self.store.release_held(&servers, self.now()).await?;
+        if released > 0 {
+            tracing::info!(released, "held messages back in the queue");
+            self.outbox_wake.notify_one();
+        }
+        Ok(released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_sort_by_time() {
+        let a = new_message_id(1_800_000_000);
+        let b = new_message_id(1_800_000_001);
+        assert!(a < b);
+        assert_eq!(a.len(), 22);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

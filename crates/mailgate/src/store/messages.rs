@@ -1,0 +1,538 @@
+//! The outgoing queue. A message is accepted by one committed INSERT; workers lease messages by
+//! stamping an owner and an expiry on them, and a lease that expires (its worker crashed) makes
+//! the message claimable again. Nothing is deleted but bodies past retention.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Store, StoreError, opt_i64, opt_string};
+use crate::clock::Timestamp;
+use crate::domain::outgoing::{MessageState, Verdict};
+
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub server_id: i64,
+    pub mail_from: &'a str,
+    pub rcpt_to: &'a [String],
+    pub message_id: &'a str,
+    pub from_header: &'a str,
+    pub subject: &'a str,
+    pub body: &'a [u8],
+    pub api_key_id: Option<i64>,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: Option<&'a str>,
+}
+
+pub enum Inserted {
+    New,
+    /// The Idempotency-Key was seen before: the earlier message, and whether the request matched.
+    Existing {
+        id: String,
+        same_request: bool,
+    },
+}
+
+/// A message in a worker's hands.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub server_id: i64,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub attempts: i64,
+    pub created_at: Timestamp,
+}
+
+/// What one attempt did, for the attempt log.
+pub struct AttemptRecord<'a> {
+    pub stage: &'a str,
+    pub reply: Option<&'a str>,
+    pub detail: &'a str,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    pub at: Timestamp,
+    pub outcome: String,
+    pub stage: String,
+    pub reply: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub state: MessageState,
+    pub server_id: i64,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub message_id: String,
+    pub from_header: String,
+    pub subject: String,
+    pub size: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+    pub has_body: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub state: Option<MessageState>,
+    pub server_id: Option<i64>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Matches the subject, the From header, the recipients and the Message-ID.
+    pub search: Option<String>,
+    /// Only messages older than this id (ids sort by time): the next page.
+    pub before: Option<String>,
+    pub limit: i64,
+}
+
+macro_rules! columns {
+    () => {
+        "id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, attempts, \
+         next_attempt_at, last_error, created_at, sent_at, \
+         CAST(CASE WHEN body IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_body"
+    };
+}
+
+fn rcpts(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn record_from_row(row: &AnyRow) -> Result<MessageRecord, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(MessageRecord {
+        id: row.try_get("id")?,
+        state: MessageState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: format!("unknown state {state}").into(),
+        })?,
+        server_id: row.try_get("server_id")?,
+        mail_from: row.try_get("mail_from")?,
+        rcpt_to: rcpts(&row.try_get::<String, _>("rcpt_to")?),
+        message_id: row.try_get("message_id")?,
+        from_header: row.try_get("from_header")?,
+        subject: row.try_get("subject")?,
+        size: row.try_get("size")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: opt_string(row, "last_error")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: opt_i64(row, "sent_at")?,
+        has_body: row.try_get::<i64, _>("has_body")? != 0,
+    })
+}
+
+impl Store {
+    /// Accepts a message: once this returns, it is on disk. With an Idempotency-Key already seen
+    /// for the same API key, nothing is inserted and the earlier message is returned.
+    pub async fn insert_message(
+        &self,
+        m: &NewMessage<'_>,
+        now: Timestamp,
+    ) -> Result<Inserted, StoreError> {
+        if let Some(existing) = self.idempotent_message(m).await? {
+            return Ok(existing);
+        }
+        let result = sqlx::query(
+            "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
+             api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13)",
+        )
+        .bind(m.id)
+        .bind(m.server_id)
+        .bind(m.mail_from)
+        .bind(serde_json::to_string(m.rcpt_to).unwrap_or_default())
+        .bind(m.message_id)
+        .bind(m.from_header)
+        .bind(m.subject)
+        .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
+        .bind(m.body)
+        .bind(m.api_key_id)
+        .bind(m.idempotency_key)
+        .bind(m.request_hash)
+        .bind(now)
+        .execute(self.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(Inserted::New),
+            // Two requests with one key raced; the other won.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => self
+                .idempotent_message(m)
+                .await?
+                .ok_or_else(|| StoreError::Duplicate("a message with this id".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn idempotent_message(&self, m: &NewMessage<'_>) -> Result<Option<Inserted>, StoreError> {
+        let (Some(key_id), Some(key)) = (m.api_key_id, m.idempotency_key) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT id, request_hash FROM messages WHERE api_key_id = $1 AND idempotency_key = $2",
+        )
+        .bind(key_id)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .map(|r| -> Result<Inserted, sqlx::Error> {
+                Ok(Inserted::Existing {
+                    id: r.try_get("id")?,
+                    same_request: opt_string(&r, "request_hash")?.as_deref() == m.request_hash,
+                })
+            })
+            .transpose()?)
+    }
+
+    /// Leases up to `limit` messages that are due (or whose lease expired) to `owner`.
+    pub async fn claim_messages(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        // The state test is repeated outside the subquery: PostgreSQL re-checks it after waiting
+        // on a row another instance just claimed, so no message is claimed twice.
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 \
+                 WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
+                 OR (state = 'sending' AND lease_until <= $3) ORDER BY next_attempt_at, id LIMIT $4) \
+                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3)) \
+                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at"
+            }
+            Backend::Postgres => {
+                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 \
+                 WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
+                 OR (state = 'sending' AND lease_until <= $3) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3)) \
+                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: r.try_get("id")?,
+                    server_id: r.try_get("server_id")?,
+                    mail_from: r.try_get("mail_from")?,
+                    rcpt_to: rcpts(&r.try_get::<String, _>("rcpt_to")?),
+                    attempts: r.try_get("attempts")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(claimed)
+    }
+
+    /// The earliest time a message becomes due, if any is waiting.
+    pub async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN state = 'sending' THEN lease_until ELSE next_attempt_at END) AS due \
+             FROM messages WHERE state IN ('queued', 'deferred', 'sending')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(opt_i64(&row, "due")?)
+    }
+
+    pub async fn message_body(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT body FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => super::opt_bytes(&r, "body")?,
+            None => None,
+        })
+    }
+
+    /// Records an attempt and its verdict in one transaction. Only the lease's owner may: a worker
+    /// that lost its lease (it stalled past expiry) must not overwrite a newer attempt.
+    pub async fn finish_attempt(
+        &self,
+        id: &str,
+        owner: &str,
+        verdict: &Verdict,
+        attempt: &AttemptRecord<'_>,
+        counts_as_attempt: bool,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (state, next, error, sent_at) = match verdict {
+            Verdict::Sent => (MessageState::Sent, now, None, Some(now)),
+            Verdict::Deferred { until, reason } => {
+                (MessageState::Deferred, *until, Some(reason.as_str()), None)
+            }
+            Verdict::Held { reason } => (MessageState::Held, now, Some(reason.as_str()), None),
+            Verdict::Failed { reason } => (MessageState::Failed, now, Some(reason.as_str()), None),
+        };
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE messages SET state = $1, next_attempt_at = $2, last_error = $3, sent_at = COALESCE($4, sent_at), \
+             attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6 \
+             WHERE id = $7 AND lease_owner = $8 AND state = 'sending'",
+        )
+        .bind(state.code())
+        .bind(next)
+        .bind(error)
+        .bind(sent_at)
+        .bind(i64::from(counts_as_attempt))
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO attempts (message_id, at, outcome, stage, reply, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(state.code())
+        .bind(attempt.stage)
+        .bind(attempt.reply)
+        .bind(attempt.detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives leased messages back untouched (graceful shutdown): due again at once.
+    pub async fn release_messages(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND lease_owner = $3 AND state = 'sending'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// At start: messages this instance had leased when it stopped (a crash) are due again now.
+    pub async fn release_owner_leases(
+        &self,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, updated_at = $1 \
+             WHERE state = 'sending' AND lease_owner = $2",
+        )
+        .bind(now)
+        .bind(owner)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
+    /// Held messages of these servers go back to the queue (their Google account was reconnected).
+    pub async fn release_held(
+        &self,
+        server_ids: &[i64],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut released = 0;
+        for server_id in server_ids {
+            released += sqlx::query(
+                "UPDATE messages SET state = 'queued', next_attempt_at = $1, updated_at = $1 WHERE state = 'held' AND server_id = $2",
+            )
+            .bind(now)
+            .bind(server_id)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        }
+        Ok(released)
+    }
+
+    /// An admin's Retry: due now. Only from deferred, held or failed.
+    pub async fn retry_message(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET state = 'queued', next_attempt_at = $1, updated_at = $1 \
+             WHERE id = $2 AND state IN ('deferred', 'held', 'failed')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    pub async fn cancel_message(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET state = 'cancelled', updated_at = $1 WHERE id = $2 AND state IN ('queued', 'deferred', 'held')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    pub async fn message(
+        &self,
+        id: &str,
+    ) -> Result<Option<(MessageRecord, Vec<Attempt>)>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM messages WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query(
+            "SELECT at, outcome, stage, reply, detail FROM attempts WHERE message_id = $1 ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Attempt {
+                at: r.try_get("at")?,
+                outcome: r.try_get("outcome")?,
+                stage: r.try_get("stage")?,
+                reply: opt_string(r, "reply")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some((record_from_row(&row)?, attempts)))
+    }
+
+    pub async fn list_messages(&self, f: &MessageFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        let pattern = f
+            .search
+            .as_deref()
+            .map(|s| format!("%{}%", s.to_ascii_lowercase().replace(['%', '_'], "")));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM messages WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR server_id = $2) \
+             AND ($3 IS NULL OR created_at >= $3) AND ($4 IS NULL OR created_at < $4) \
+             AND ($5 IS NULL OR LOWER(subject) LIKE $5 OR LOWER(from_header) LIKE $5 OR LOWER(rcpt_to) LIKE $5 OR LOWER(message_id) LIKE $5) \
+             AND ($6 IS NULL OR id < $6) ORDER BY id DESC LIMIT $7"
+        ))
+        .bind(f.state.map(MessageState::code))
+        .bind(f.server_id)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(pattern)
+        .bind(f.before.as_deref())
+        .bind(f.limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn count_by_state(&self) -> Result<Vec<(MessageState, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+            .fetch_all(self.pool())
+            .await?;
+        let mut counts: Vec<(MessageState, i64)> =
+            MessageState::ALL.iter().map(|s| (*s, 0)).collect();
+        for r in rows {
+            let state: String = r.try_get("state")?;
+            if let Some(entry) = counts.iter_mut().find(|(s, _)| s.code() == state) {
+                entry.1 = r.try_get("n")?;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Attempt outcomes per hour since `since`: (hour start, outcome, count).
+    pub async fn hourly_outcomes(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(Timestamp, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT (at / 3600) * 3600 AS hour, outcome, COUNT(*) AS n FROM attempts WHERE at >= $1 GROUP BY (at / 3600) * 3600, outcome",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("hour")?, r.try_get("outcome")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// One more message sent by `account` in the hour of `now`.
+    pub async fn count_send(&self, account: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
+             ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
+        )
+        .bind(account)
+        .bind(now / 3600)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Messages `account` sent in the 24 hours before `now`, and when the oldest of those hours
+    /// leaves the window.
+    pub async fn sends_in_window(
+        &self,
+        account: &str,
+        now: Timestamp,
+    ) -> Result<(i64, Option<Timestamp>), StoreError> {
+        let first_hour = now / 3600 - 23;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(sent), 0) AS BIGINT) AS n, MIN(hour) AS oldest FROM account_sends WHERE account = $1 AND hour >= $2",
+        )
+        .bind(account)
+        .bind(first_hour)
+        .fetch_one(self.pool())
+        .await?;
+        let sent: i64 = row.try_get("n")?;
+        let frees = opt_i64(&row, "oldest")?.map(|hour| (hour + 24) * 3600);
+        Ok((sent, frees))
+    }
+
+    /// Retention: bodies of messages sent before `before` are deleted; the record stays.
+    pub async fn purge_sent_bodies(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET body = NULL WHERE state = 'sent' AND sent_at < $1 AND body IS NOT NULL",
+        )
+        .bind(before)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+}

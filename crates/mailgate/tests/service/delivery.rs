@@ -1,0 +1,448 @@
+//! Delivery against gsim: each classification rule, driven by gsim's fault injection, and the
+//! session pool's economy.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+fn message(subject: &str) -> serde_json::Value {
+    json!({
+        "from": {"name": "Alice", "email": ALICE},
+        "to": [BOB],
+        "subject": subject,
+        "text": "Hello from the queue.",
+    })
+}
+
+async fn queued(t: &TestApp, key: &str, subject: &str) -> String {
+    let (status, body) = t.send(key, &message(subject)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+fn fault(stage: gsim::SmtpStage, reply: Option<&str>, close: bool, count: u32) -> gsim::SmtpFault {
+    gsim::SmtpFault {
+        stage,
+        reply: reply.map(str::to_string),
+        close,
+        count,
+        account: None,
+    }
+}
+
+fn deliveries_with(t: &TestApp, message_id: &str) -> usize {
+    t.gsim
+        .world()
+        .deliveries(0)
+        .iter()
+        .filter(|d| d.message_id.as_deref() == Some(message_id))
+        .count()
+}
+
+#[tokio::test]
+async fn a_message_is_sent_with_its_attempt_recorded() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let id = queued(&t, &key, "first").await;
+    let sent = t.wait_state(&id, "sent").await;
+    assert_eq!(sent.attempts, 1);
+    assert!(sent.sent_at.is_some());
+    assert_eq!(deliveries_with(&t, &sent.message_id), 1);
+    let (_, attempts) = t.app.message(&id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "sent");
+    assert!(
+        attempts[0]
+            .reply
+            .as_deref()
+            .unwrap()
+            .starts_with("250 2.0.0 OK")
+    );
+    let inbox = t.gsim.world().mailbox(BOB, "INBOX").unwrap();
+    assert!(
+        inbox["messages"][0]["raw"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: first")
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_421_defers_with_backoff_and_the_retry_reuses_the_message_id() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::Mail,
+        Some("421 4.7.0 Try again later, closing connection."),
+        true,
+        1,
+    ));
+    let id = queued(&t, &key, "slow down").await;
+    let deferred = t.wait_state(&id, "deferred").await;
+    let now = t.app.now();
+    let wait = deferred.next_attempt_at - now;
+    assert!(
+        (47..=73).contains(&wait),
+        "about a minute, with jitter: {wait}"
+    );
+    assert_eq!(
+        deferred.last_error.as_deref(),
+        Some("421 4.7.0 Try again later, closing connection.")
+    );
+    let (_, attempts) = t.app.message(&id).await.unwrap();
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].stage.as_str()),
+        ("deferred", "mail_from")
+    );
+
+    t.advance_and_wake(wait + 1);
+    let sent = t.wait_state(&id, "sent").await;
+    assert_eq!(sent.attempts, 2);
+    assert_eq!(
+        deliveries_with(&t, &sent.message_id),
+        1,
+        "the same Message-ID, delivered once"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn connection_errors_defer() {
+    let t = spawn(Db::Sqlite).await;
+    t.create_admin().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let page = t
+        .submit(
+            "/servers",
+            &[
+                ("name", "Nowhere"),
+                ("auth", "none"),
+                ("host", "127.0.0.1"),
+                ("port", &closed.to_string()),
+                ("security", "none"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let key = t.api_key().await;
+    let id = queued(&t, &key, "into the void").await;
+    let deferred = t.wait_state(&id, "deferred").await;
+    assert!(
+        deferred.last_error.unwrap().contains("could not connect"),
+        "connection refused is temporary"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_5xx_fails_with_googles_code_and_text() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::DataEnd,
+        Some("554 5.6.0 Message is malformed. {id} - gsmtp"),
+        false,
+        1,
+    ));
+    let id = queued(&t, &key, "malformed").await;
+    let failed = t.wait_state(&id, "failed").await;
+    assert!(
+        failed
+            .last_error
+            .unwrap()
+            .starts_with("554 5.6.0 Message is malformed.")
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn permanently_refused_recipients_are_reported_and_the_rest_sent() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::Rcpt,
+        Some("550 5.1.1 The email account that you tried to reach does not exist. {id} - gsmtp"),
+        false,
+        1,
+    ));
+    let mut body = message("two recipients");
+    body["to"] = json!(["ghost@example.org", BOB]);
+    let (_, accepted) = t.send(&key, &body).await;
+    let id = accepted["id"].as_str().unwrap();
+    let sent = t.wait_state(id, "sent").await;
+    let (_, attempts) = t.app.message(id).await.unwrap();
+    assert!(
+        attempts[0]
+            .detail
+            .contains("refused recipients: ghost@example.org: 550 5.1.1"),
+        "{}",
+        attempts[0].detail
+    );
+    let delivered = t.gsim.world().deliveries(0);
+    let d = delivered
+        .iter()
+        .find(|d| d.message_id.as_deref() == Some(sent.message_id.as_str()))
+        .unwrap();
+    assert_eq!(d.rcpt_to, vec![BOB.to_string()]);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn gmails_daily_quota_defers_until_the_window_frees_without_hitting_gmail_again() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let first = queued(&t, &key, "counted").await;
+    t.wait_state(&first, "sent").await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::Mail,
+        Some("550 5.4.5 Daily user sending quota exceeded. {id} - gsmtp"),
+        false,
+        1,
+    ));
+    let id = queued(&t, &key, "over quota").await;
+    let deferred = t.wait_state(&id, "deferred").await;
+    let now = t.app.now();
+    // The window frees 24 h after the hour of the first send.
+    assert!(
+        deferred.next_attempt_at > now + 22 * 3600,
+        "{} vs {now}",
+        deferred.next_attempt_at
+    );
+    assert!(
+        deferred
+            .last_error
+            .unwrap()
+            .contains("550 5.4.5 Daily user sending quota exceeded.")
+    );
+    // The next message for this account waits too, without a trip to Gmail.
+    let mails_before = t.gsim.world().counters().smtp_connections;
+    let next = queued(&t, &key, "after the quota").await;
+    let waiting = t.wait_state(&next, "deferred").await;
+    assert!(
+        waiting
+            .last_error
+            .unwrap()
+            .contains("reached its daily limit")
+    );
+    assert_eq!(waiting.attempts, 0, "no attempt was charged");
+    assert_eq!(t.gsim.world().counters().smtp_connections, mails_before);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn mailgates_own_daily_limit_holds_back_the_surplus() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let smtp = t.gsim.endpoints().smtp_starttls;
+    let page = t
+        .submit(
+            &format!("/servers/{server}"),
+            &[
+                ("name", "Gmail"),
+                ("auth", "gmail"),
+                ("username", ALICE),
+                ("host", "127.0.0.1"),
+                ("port", &smtp.port().to_string()),
+                ("security", "starttls"),
+                ("daily_limit", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let key = t.api_key().await;
+    let a = queued(&t, &key, "one").await;
+    t.wait_state(&a, "sent").await;
+    let b = queued(&t, &key, "two").await;
+    t.wait_state(&b, "sent").await;
+    let c = queued(&t, &key, "three").await;
+    let held_back = t.wait_state(&c, "deferred").await;
+    assert!(
+        held_back
+            .last_error
+            .unwrap()
+            .contains("reached its daily limit (2 of 2 messages in 24 hours)")
+    );
+    assert_eq!(t.gsim.world().counters().messages_accepted, 2);
+    // A day later the window has freed.
+    t.advance_and_wake(24 * 3600);
+    t.sign_in().await;
+    t.wait_state(&c, "sent").await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn temporary_failures_give_up_after_three_days() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let id = queued(&t, &key, "old").await;
+    t.wait_state(&id, "sent").await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::Mail,
+        Some("451 4.3.0 Mail server temporarily rejected message. {id} - gsmtp"),
+        false,
+        50,
+    ));
+    let old = queued(&t, &key, "never gets through").await;
+    t.wait_state(&old, "deferred").await;
+    t.advance_and_wake(3 * 86_400);
+    let failed = t.wait_state(&old, "failed").await;
+    assert!(
+        failed
+            .last_error
+            .unwrap()
+            .starts_with("gave up after 3 days of temporary failures; the last: 451 4.3.0")
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_535_gets_one_fresh_token_then_the_message_is_held_until_reconnected() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let key = t.api_key().await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::Auth,
+        Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp"),
+        false,
+        2,
+    ));
+    let id = queued(&t, &key, "refused login").await;
+    let held = t.wait_state(&id, "held").await;
+    assert!(
+        held.last_error
+            .as_deref()
+            .unwrap()
+            .contains("Reconnect needed: Gmail refused a fresh token at login"),
+        "{held:?}"
+    );
+    let refreshes = t.gsim.world().counters().token_requests["refresh_token"]["ok"];
+    assert_eq!(refreshes, 1, "one forced refresh");
+    let page = t.visit(&format!("/servers/{server}")).await;
+    assert!(page.has("Reconnect needed"));
+    // Reconnecting releases the message by itself.
+    assert_eq!(t.connect(server, ALICE).await.status, StatusCode::SEE_OTHER);
+    let sent = t.wait_state(&id, "sent").await;
+    assert_eq!(deliveries_with(&t, &sent.message_id), 1);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_grant_holds_the_message_and_marks_the_server() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let refresh = t.refresh_token_at_google(ALICE);
+    t.gsim.world().revoke_token(&refresh).unwrap();
+    // The stored access token is past its margin: delivery must refresh, and Google says no.
+    t.clock.advance(3600);
+    let id = queued(&t, &key, "revoked").await;
+    let held = t.wait_state(&id, "held").await;
+    assert!(
+        held.last_error
+            .unwrap()
+            .contains("invalid_grant: Token has been expired or revoked.")
+    );
+    t.sign_in().await;
+    assert!(
+        t.visit(&format!("/servers/{server}"))
+            .await
+            .has("Reconnect needed")
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_stale_pooled_session_is_replaced_without_charging_the_message() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let first = queued(&t, &key, "opens the session").await;
+    t.wait_state(&first, "sent").await;
+    // Gmail drops the idle session; the next MAIL FROM finds it closed.
+    t.gsim
+        .world()
+        .arm_smtp_fault(fault(gsim::SmtpStage::Mail, None, true, 1));
+    let second = queued(&t, &key, "finds it closed").await;
+    let sent = t.wait_state(&second, "sent").await;
+    assert_eq!(
+        sent.attempts, 1,
+        "the dead session was not the message's fault"
+    );
+    assert_eq!(t.gsim.world().counters().smtp_logins.ok, 2);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_thousand_messages_to_one_account_use_at_most_three_logins_and_one_token_request() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    // A consumer account may send 500 a day, at Gmail and in mailgate: raise both for the test.
+    t.gsim
+        .world()
+        .patch_account(
+            ALICE,
+            gsim::AccountPatch {
+                daily_send_limit: Some(5000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let smtp = t.gsim.endpoints().smtp_starttls;
+    t.submit(
+        &format!("/servers/{server}"),
+        &[
+            ("name", "Gmail"),
+            ("auth", "gmail"),
+            ("username", ALICE),
+            ("host", "127.0.0.1"),
+            ("port", &smtp.port().to_string()),
+            ("security", "starttls"),
+            ("daily_limit", "5000"),
+        ],
+    )
+    .await;
+    let before = t.gsim.world().counters();
+    let token_requests_before: u64 = before
+        .token_requests
+        .values()
+        .flat_map(|o| o.values())
+        .sum();
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let submission: mailgate::domain::message::Submission =
+            serde_json::from_value(message(&format!("bulk {i}"))).unwrap();
+        ids.push(
+            t.app
+                .submit(&submission, Default::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for id in &ids {
+        t.wait_state(id, "sent").await;
+    }
+    let after = t.gsim.world().counters();
+    let token_requests_after: u64 = after.token_requests.values().flat_map(|o| o.values()).sum();
+    let logins = after.smtp_logins.ok - before.smtp_logins.ok;
+    println!(
+        "1000 messages: {logins} SMTP logins, {} token requests",
+        token_requests_after - token_requests_before
+    );
+    assert!(logins <= 3, "{logins} logins");
+    assert!(token_requests_after - token_requests_before <= 1);
+    assert_eq!(after.messages_accepted - before.messages_accepted, 1000);
+    t.finish().await;
+}
