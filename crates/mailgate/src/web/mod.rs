@@ -4,6 +4,7 @@
 //! state-changing request without CSRF proof, so no handler can forget the check.
 
 mod api;
+mod chart;
 mod error;
 mod guard;
 mod pages;
@@ -51,6 +52,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/servers/{id}/disconnect", post(pages::gmail::disconnect))
         .route("/google_gmail/confirm", get(pages::gmail::confirm))
         .route("/google-setup", get(pages::google_setup::guide))
+        .route("/emails", get(pages::emails::list))
+        .route("/emails/{id}", get(pages::emails::show))
+        .route("/emails/{id}/retry", post(pages::emails::retry))
+        .route("/emails/{id}/cancel", post(pages::emails::cancel))
+        .route(
+            "/api-keys",
+            get(pages::api_keys::list).post(pages::api_keys::create),
+        )
+        .route("/api-keys/{id}/revoke", post(pages::api_keys::revoke))
         .route("/doctor", post(pages::google_setup::check))
         .route("/readyz", get(pages::ops::ready))
         .route("/metrics", get(pages::ops::metrics))

@@ -83,6 +83,82 @@ pub struct OverviewPage {
     pub warnings: Vec<String>,
     pub steps: Vec<ChecklistStep>,
     pub doctor: Option<DoctorView>,
+    pub queue: Vec<(&'static str, i64)>,
+    pub chart: super::chart::Chart,
+}
+
+/// The Emails filters as typed, to refill the form.
+#[derive(Default)]
+pub struct EmailFilterView {
+    pub state: String,
+    pub server: String,
+    pub since: String,
+    pub until: String,
+    pub q: String,
+}
+
+pub struct EmailRow {
+    pub id: String,
+    pub when: String,
+    pub state: &'static str,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub server: String,
+    pub attempts: i64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "emails.html")]
+pub struct EmailsPage {
+    pub chrome: Chrome,
+    pub states: Vec<&'static str>,
+    pub servers: Vec<(i64, String)>,
+    pub filter: EmailFilterView,
+    pub rows: Vec<EmailRow>,
+    pub older: Option<String>,
+}
+
+pub struct AttemptView {
+    pub when: String,
+    pub outcome: String,
+    pub stage: String,
+    pub reply: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "email.html")]
+pub struct EmailPage {
+    pub chrome: Chrome,
+    pub m: crate::store::MessageRecord,
+    pub state_note: String,
+    pub recipients: String,
+    pub server: String,
+    pub queued: String,
+    pub sent: Option<String>,
+    pub attempts: Vec<AttemptView>,
+    pub can_retry: bool,
+    pub can_cancel: bool,
+}
+
+pub struct ApiKeyRow {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "api_keys.html")]
+pub struct ApiKeysPage {
+    pub chrome: Chrome,
+    pub new_key: Option<String>,
+    pub base: String,
+    pub error: Option<String>,
+    pub keys: Vec<ApiKeyRow>,
 }
 
 #[derive(Template, WebTemplate)]

@@ -3,11 +3,13 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
 mod admin_access;
+mod api;
 mod cli;
 mod connect_gmail;
 mod database;
 mod delivery;
 mod doctor;
+mod emails;
 mod servers;
 mod settings;
 mod support;

@@ -101,10 +101,24 @@ pub async fn overview(
         failed: r.count(Status::Fail),
         checks: r.checks,
     });
+    let queue = app
+        .queue_counts()
+        .await?
+        .into_iter()
+        .filter(|(state, n)| *n > 0 || matches!(state.code(), "queued" | "sent" | "failed"))
+        .map(|(state, n)| (state.code(), n))
+        .collect();
+    let outcomes = app
+        .store
+        .hourly_outcomes(now - 24 * 3600)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
     Ok(OverviewPage {
         chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&headers)),
         warnings,
         steps,
         doctor,
+        queue,
+        chart: crate::web::chart::hourly(now, &outcomes),
     })
 }

@@ -1,7 +1,9 @@
 //! Page handlers, one file per area of the app.
 
+pub mod api_keys;
 pub mod assets;
 pub mod auth;
+pub mod emails;
 pub mod gmail;
 pub mod google_setup;
 pub mod home;

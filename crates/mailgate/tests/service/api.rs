@@ -1,0 +1,489 @@
+//! The JSON API: keys, validation that names the field, idempotency, routing and Gmail's From
+//! rules, and the OpenAPI document.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn hello() -> Value {
+    json!({"from": ALICE, "to": [BOB], "subject": "Hello", "text": "Hi."})
+}
+
+#[tokio::test]
+async fn keys_are_required_shown_once_stored_hashed_and_revocable() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let none = t
+        .http
+        .post(t.url("/api/v1/messages"))
+        .json(&hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        none.headers()["www-authenticate"],
+        "Bearer realm=\"mailgate\""
+    );
+    let (status, body) = t.send("mgk_made-up", &hello()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+
+    // Created in the UI: shown once.
+    let created = t.submit("/api-keys", &[("name", "Flectra")]).await;
+    assert_eq!(created.status, StatusCode::OK);
+    let key = created
+        .body
+        .split("mgk_")
+        .nth(1)
+        .map(|rest| format!("mgk_{}", &rest[..43]))
+        .unwrap();
+    assert!(created.has("Copy it now"));
+    let list = t.visit("/api-keys").await;
+    assert!(list.has("Flectra"));
+    assert!(!list.has(&key), "never shown again");
+    assert!(
+        !t.db_files().windows(key.len()).any(|w| w == key.as_bytes()),
+        "stored as a hash"
+    );
+
+    let (status, _) = t.send(&key, &hello()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = t.app.api_keys().await.unwrap()[0].id;
+    t.submit(&format!("/api-keys/{id}/revoke"), &[]).await;
+    let (status, body) = t.send(&key, &hello()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body["error"]["message"],
+        "this API key is unknown or revoked"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn accepted_messages_can_be_followed_with_their_attempts() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let (status, body) = t.send(&key, &hello()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["state"], "queued");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["status_url"], format!("/api/v1/messages/{id}"));
+    t.wait_state(&id, "sent").await;
+    let status: Value = t
+        .http
+        .get(t.url(&format!("/api/v1/messages/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "sent");
+    assert_eq!(status["recipients"], json!([BOB]));
+    assert_eq!(status["attempts"][0]["outcome"], "sent");
+    assert!(
+        status["message_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("@gmail.com>")
+    );
+    let missing = t
+        .http
+        .get(t.url("/api/v1/messages/nope"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    t.finish().await;
+}
+
+async fn refused(t: &TestApp, key: &str, body: Value) -> (StatusCode, String, String) {
+    let (status, answer) = t.send(key, &body).await;
+    (
+        status,
+        answer["error"]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_naming_the_field_and_nothing_is_queued() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let mut b = hello();
+    b["to"] = json!([BOB, "nobody"]);
+    assert_eq!(refused(&t, &key, b).await.1, "to[1].email");
+    let mut b = hello();
+    b["subject"] = json!("Hi\r\nBcc: everyone@example.com");
+    let (status, field, message) = refused(&t, &key, b).await;
+    assert_eq!(
+        (status, field.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "subject")
+    );
+    assert!(message.contains("line breaks"));
+    let mut b = hello();
+    b["to"] = json!(
+        (0..101)
+            .map(|i| format!("r{i}@example.com"))
+            .collect::<Vec<_>>()
+    );
+    let (_, field, message) = refused(&t, &key, b).await;
+    assert_eq!(field, "to");
+    assert!(message.contains("at most 100"));
+    let mut b = hello();
+    b["headers"] = json!({"From": "x@y.z"});
+    assert_eq!(refused(&t, &key, b).await.1, "headers.From");
+    let mut b = hello();
+    b["surprise"] = json!(1);
+    let (status, _, message) = refused(&t, &key, b).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(message.contains("unknown field `surprise`"), "{message}");
+    let plain = t
+        .http
+        .post(t.url("/api/v1/messages"))
+        .bearer_auth(&key)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut b = hello();
+    b["from"] = json!("carol@nowhere.example");
+    t.submit(
+        "/servers/1",
+        &[
+            ("name", "Gmail"),
+            ("auth", "gmail"),
+            ("username", ALICE),
+            ("host", "127.0.0.1"),
+            ("port", "587"),
+            ("security", "starttls"),
+            ("from_filter", "gmail.com"),
+        ],
+    )
+    .await;
+    let (_, field, message) = refused(&t, &key, b).await;
+    assert_eq!(field, "from");
+    assert!(message.contains("no outgoing mail server sends as carol@nowhere.example"));
+    assert!(
+        t.app
+            .queue_counts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, n)| *n == 0)
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn oversize_messages_get_413_naming_size() {
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_MAX_MESSAGE_SIZE".into(), "2000".into());
+    })
+    .await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let mut b = hello();
+    b["text"] = json!("x".repeat(5000));
+    let (status, field, message) = refused(&t, &key, b).await;
+    assert_eq!(
+        (status, field.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "size")
+    );
+    assert!(message.contains("the limit is 2000 bytes"));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_request_safe() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let first = t.send_with(&key, &hello(), Some("order-42")).await;
+    assert_eq!(first.0, StatusCode::ACCEPTED);
+    let response = t
+        .http
+        .post(t.url("/api/v1/messages"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "order-42")
+        .json(&hello())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["idempotent-replayed"], "true");
+    let again: Value = response.json().await.unwrap();
+    assert_eq!(again["id"], first.1["id"]);
+    let mut other = hello();
+    other["subject"] = json!("Different");
+    let (status, body) = t.send_with(&key, &other, Some("order-42")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["field"], "Idempotency-Key");
+    // Another key's "order-42" is its own.
+    let second_key = t.api_key().await;
+    let (status, theirs) = t.send_with(&second_key, &hello(), Some("order-42")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(theirs["id"], first.1["id"]);
+    let id = first.1["id"].as_str().unwrap();
+    t.wait_state(id, "sent").await;
+    t.wait_state(theirs["id"].as_str().unwrap(), "sent").await;
+    assert_eq!(
+        t.gsim.world().deliveries(0).len(),
+        2,
+        "three requests, two messages"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_foreign_from_is_rewritten_with_reply_to_or_refused_by_policy() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let smtp = t.gsim.endpoints().smtp_starttls.port().to_string();
+    t.submit(
+        &format!("/servers/{server}"),
+        &[
+            ("name", "Gmail"),
+            ("auth", "gmail"),
+            ("username", ALICE),
+            ("host", "127.0.0.1"),
+            ("port", &smtp),
+            ("security", "starttls"),
+            ("aliases", "sales@alice.example"),
+        ],
+    )
+    .await;
+    t.gsim
+        .world()
+        .patch_account(
+            ALICE,
+            gsim::AccountPatch {
+                aliases: Some(vec!["sales@alice.example".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    let mut b = hello();
+    b["from"] = json!({"name": "Carol", "email": "carol@partner.example"});
+    let (_, accepted) = t.send(&key, &b).await;
+    let sent = t.wait_state(accepted["id"].as_str().unwrap(), "sent").await;
+    let mut b = hello();
+    b["from"] = json!({"name": "Sales", "email": "sales@alice.example"});
+    let (_, accepted) = t.send(&key, &b).await;
+    let alias = t.wait_state(accepted["id"].as_str().unwrap(), "sent").await;
+    let deliveries = t.gsim.world().deliveries(0);
+    let raw = |message_id: &str| {
+        String::from_utf8(
+            deliveries
+                .iter()
+                .find(|d| d.message_id.as_deref() == Some(message_id))
+                .unwrap()
+                .raw
+                .clone(),
+        )
+        .unwrap()
+    };
+    let rewritten = raw(&sent.message_id);
+    assert!(
+        rewritten.contains("From: \"Carol\" <alice@gmail.com>\r\n"),
+        "{rewritten}"
+    );
+    assert!(rewritten.contains("Reply-To: \"Carol\" <carol@partner.example>\r\n"));
+    assert!(
+        !rewritten.contains("X-Google-Original-From"),
+        "mailgate rewrote it, so Gmail had nothing to rewrite"
+    );
+    let kept = raw(&alias.message_id);
+    assert!(
+        kept.contains("From: \"Sales\" <sales@alice.example>\r\n"),
+        "an alias is kept"
+    );
+
+    t.submit(
+        &format!("/servers/{server}"),
+        &[
+            ("name", "Gmail"),
+            ("auth", "gmail"),
+            ("username", ALICE),
+            ("host", "127.0.0.1"),
+            ("port", &smtp),
+            ("security", "starttls"),
+            ("from_policy", "refuse"),
+        ],
+    )
+    .await;
+    let mut b = hello();
+    b["from"] = json!("carol@partner.example");
+    let (status, field, message) = refused(&t, &key, b).await;
+    assert_eq!(
+        (status, field.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "from")
+    );
+    assert!(message.contains("refuses other senders"));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn messages_are_routed_by_from_filter_exact_then_domain_then_default() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    for (name, filter) in [
+        ("Exact", "boss@partner.example"),
+        ("Domain", "partner.example"),
+    ] {
+        let page = t
+            .submit(
+                "/servers",
+                &[
+                    ("name", name),
+                    ("auth", "none"),
+                    ("host", "127.0.0.1"),
+                    ("port", &closed),
+                    ("security", "none"),
+                    ("from_filter", filter),
+                    ("priority", "1"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    }
+    let servers = t.app.store.list_servers().await.unwrap();
+    let id_of = |name: &str| servers.iter().find(|s| s.name == name).unwrap().id;
+    let route = |from: &'static str| {
+        let mut b = hello();
+        b["from"] = json!(from);
+        b
+    };
+    for (from, expected) in [
+        ("boss@partner.example", "Exact"),
+        ("staff@partner.example", "Domain"),
+        (ALICE, "Gmail"),
+    ] {
+        let (status, accepted) = t.send(&key, &route(from)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (record, _) = t
+            .app
+            .message(accepted["id"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(record.server_id, id_of(expected), "{from}");
+    }
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_what_the_api_accepts() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let doc: Value = t
+        .http
+        .get(t.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let post = &doc["paths"]["/api/v1/messages"]["post"];
+    for (name, example) in post["requestBody"]["content"]["application/json"]["examples"]
+        .as_object()
+        .unwrap()
+    {
+        let (status, body) = t.send(&key, &example["value"]).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "example {name}: {body}");
+    }
+    // Every documented field is one the API takes, and the other way round.
+    let documented: Vec<&str> = doc["components"]["schemas"]["Submission"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let accepted: Value =
+        serde_json::to_value(mailgate::domain::message::Submission::default()).unwrap();
+    let mut fields: Vec<&str> = accepted
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut documented_sorted = documented.clone();
+    fields.sort_unstable();
+    documented_sorted.sort_unstable();
+    assert_eq!(documented_sorted, fields);
+    for status in ["202", "401", "409", "413", "415", "422"] {
+        assert!(
+            post["responses"].get(status).is_some(),
+            "{status} documented"
+        );
+    }
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let (_, accepted) = t.send(&key, &hello()).await;
+    t.wait_state(accepted["id"].as_str().unwrap(), "sent").await;
+    assert_eq!(
+        t.http
+            .get(t.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let ready = t.http.get(t.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = t
+        .http
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "mailgate_messages{state=\"sent\"} 1\n",
+        "mailgate_submitted_total 1\n",
+        "mailgate_sent_total 1\n",
+        "mailgate_smtp_logins_total{result=\"ok\"} 1\n",
+        "mailgate_delivery_seconds_count 1\n",
+        "# TYPE mailgate_delivery_seconds histogram\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    t.finish().await;
+}
