@@ -45,11 +45,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Queue a message (or every message of an mbox file) for delivery.
+    Send(Box<SendArgs>),
     /// Outgoing mail servers.
     Servers {
         #[command(subcommand)]
         command: ServersCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    #[arg(long, required_unless_present_any = ["raw", "mbox"], conflicts_with_all = ["raw", "mbox"])]
+    from: Option<String>,
+    /// Repeat for more recipients.
+    #[arg(long)]
+    to: Vec<String>,
+    #[arg(long)]
+    cc: Vec<String>,
+    #[arg(long)]
+    bcc: Vec<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    /// The plain text body; `-` reads it from standard input.
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long)]
+    html_file: Option<PathBuf>,
+    /// A file to attach; repeat for more.
+    #[arg(long)]
+    attach: Vec<PathBuf>,
+    /// Send this RFC 5322 file as it is (recipients from its To, Cc and Bcc).
+    #[arg(long, conflicts_with = "mbox")]
+    raw: Option<PathBuf>,
+    /// Send every message of this mbox file, with a progress bar.
+    #[arg(long)]
+    mbox: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +131,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { json } => {
             let app = App::open(config, Arc::new(SystemClock)).await?;
             doctor(&app, json).await
+        }
+        Command::Send(args) => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            send(&app, *args).await
         }
         Command::Servers { command } => {
             let app = App::open(config, Arc::new(SystemClock)).await?;
@@ -253,4 +288,116 @@ async fn doctor(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn content_type(path: &std::path::Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("pdf") => "application/pdf",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("txt") => "text/plain",
+        Some("csv") => "text/csv",
+        Some("html" | "htm") => "text/html",
+        Some("zip") => "application/zip",
+        Some("ics") => "text/calendar",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn send(app: &App, args: SendArgs) -> anyhow::Result<ExitCode> {
+    use crate::domain::message::{AddressInput, AttachmentInput, Submission, split_mbox};
+    use base64::Engine;
+
+    if let Some(path) = &args.mbox {
+        let data = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let messages = split_mbox(&data);
+        if messages.is_empty() {
+            anyhow::bail!(
+                "{} holds no message (an mbox starts each one with a `From ` line)",
+                path.display()
+            );
+        }
+        let bar = indicatif::ProgressBar::new(messages.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} queued {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut refused = Vec::new();
+        for (i, raw) in messages.iter().enumerate() {
+            if let Err(e) = app.submit_raw(raw).await {
+                refused.push(format!("message {}: {e}", i + 1));
+                bar.set_message(format!("({} refused)", refused.len()));
+            }
+            bar.inc(1);
+        }
+        bar.finish();
+        println!(
+            "queued {} of {} messages from {}",
+            messages.len() - refused.len(),
+            messages.len(),
+            path.display()
+        );
+        for line in &refused {
+            println!("  refused {line}");
+        }
+        return Ok(if refused.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let accepted = if let Some(path) = &args.raw {
+        let raw = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        app.submit_raw(&raw).await?
+    } else {
+        let text = match args.text.as_deref() {
+            Some("-") => {
+                let mut body = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut body)?;
+                Some(body)
+            }
+            other => other.map(str::to_string),
+        };
+        let html = args
+            .html_file
+            .as_ref()
+            .map(std::fs::read_to_string)
+            .transpose()?;
+        let mut attachments = Vec::new();
+        for path in &args.attach {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            attachments.push(AttachmentInput {
+                filename: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "attachment".into()),
+                content_type: content_type(path).into(),
+                content: base64::engine::general_purpose::STANDARD.encode(bytes),
+            });
+        }
+        let list = |v: &[String]| v.iter().cloned().map(AddressInput::Plain).collect();
+        let submission = Submission {
+            from: args.from.clone().map(AddressInput::Plain),
+            to: list(&args.to),
+            cc: list(&args.cc),
+            bcc: list(&args.bcc),
+            subject: args.subject.clone(),
+            text,
+            html,
+            attachments,
+            ..Default::default()
+        };
+        app.submit(&submission, Default::default()).await?
+    };
+    println!("queued {}", accepted.id);
+    Ok(ExitCode::SUCCESS)
 }

@@ -61,6 +61,7 @@ pub fn relative(ts: Timestamp, now: Timestamp) -> String {
     let abs = delta.unsigned_abs();
     // Rounded to the nearest unit: Google's 604 799 s is "7 days", not "6 days".
     let (n, unit) = match abs {
+        0..=59 if delta > 0 => return "in less than a minute".to_string(),
         0..=59 => return "just now".to_string(),
         60..=3569 => ((abs + 30) / 60, "minute"),
         3570..=84_599 => ((abs + 1800) / 3600, "hour"),
@@ -82,6 +83,7 @@ mod tests {
     fn formats_read_well() {
         assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(relative(100, 100), "just now");
+        assert_eq!(relative(148, 100), "in less than a minute");
         assert_eq!(relative(100 + 2 * 86_400, 100), "in 2 days");
         assert_eq!(relative(100, 100 + 3600), "1 hour ago");
         assert_eq!(relative(604_799, 0), "in 7 days");

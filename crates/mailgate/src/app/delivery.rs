@@ -39,7 +39,7 @@ pub const CONNECTIONS_PER_ACCOUNT: usize = 3;
 const IDLE_REUSE: Duration = Duration::from_secs(60);
 /// The longest the loop sleeps without looking at the queue: `mailgate send` and other
 /// instances add messages without ringing this process's bell.
-const MAX_WAIT: Duration = Duration::from_secs(5);
+const MAX_WAIT: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: i64 = 3600;
 
 pub struct Dispatcher {

@@ -6,7 +6,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
 
 use super::{App, AppError};
-use crate::domain::message::{ComposeContext, FieldError, Submission, rewrite_from};
+use crate::domain::message::{
+    ComposeContext, Composed, FieldError, Submission, compose_raw_message, rewrite_from,
+};
 use crate::domain::outgoing::MessageState;
 use crate::domain::{AuthMethod, EmailAddress, FromPolicy, route};
 use crate::metrics::bump;
@@ -62,6 +64,26 @@ impl App {
         submission: &Submission,
         origin: Origin<'_>,
     ) -> Result<Accepted, SubmitError> {
+        let request_hash = origin.idempotency_key.map(|_| {
+            let json = serde_json::to_vec(submission).unwrap_or_default();
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &json))
+        });
+        self.queue(|ctx| submission.compose(ctx), origin, request_hash)
+            .await
+    }
+
+    /// A raw RFC 5322 message as bytes (`mailgate send --raw`, `--mbox`).
+    pub async fn submit_raw(&self, raw: &[u8]) -> Result<Accepted, SubmitError> {
+        self.queue(|ctx| compose_raw_message(raw, ctx), Origin::default(), None)
+            .await
+    }
+
+    async fn queue(
+        &self,
+        compose: impl FnOnce(&ComposeContext<'_>) -> Result<Composed, FieldError>,
+        origin: Origin<'_>,
+        request_hash: Option<String>,
+    ) -> Result<Accepted, SubmitError> {
         if let Some(key) = origin.idempotency_key
             && (key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -69,7 +91,7 @@ impl App {
         }
         let now = self.now();
         let id = new_message_id(now);
-        let mut composed = submission.compose(&ComposeContext {
+        let mut composed = compose(&ComposeContext {
             id: &id,
             date: now,
             max_size: self.config.max_message_size,
@@ -109,10 +131,6 @@ impl App {
             }
             _ => composed.from.email.to_string(),
         };
-        let request_hash = origin.idempotency_key.map(|_| {
-            let json = serde_json::to_vec(submission).unwrap_or_default();
-            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &json))
-        });
         let recipients: Vec<String> = composed.recipients.iter().map(|r| r.to_string()).collect();
         let inserted = self
             .store

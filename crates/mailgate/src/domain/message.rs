@@ -225,7 +225,7 @@ impl Submission {
                         "send either `raw` or the message fields, not both",
                     ));
                 }
-                compose_raw(raw.as_bytes(), ctx)
+                compose_raw_message(raw.as_bytes(), ctx)
             }
             None => self.compose_fields(ctx),
         }
@@ -345,8 +345,8 @@ impl Submission {
 }
 
 /// A raw message: its headers say who it is from and to; Bcc is removed from what is sent, and a
-/// Message-ID added when it has none.
-fn compose_raw(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Composed, FieldError> {
+/// Message-ID added when it has none. Bytes, not text: 8-bit messages pass untouched.
+pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Composed, FieldError> {
     check_size(raw, ctx.max_size)?;
     let parsed = mail_parser::MessageParser::default()
         .parse(raw)
@@ -476,6 +476,42 @@ impl HeaderBlock {
         out.extend_from_slice(body);
         out
     }
+}
+
+/// The messages of an mbox file (the `From ` line before each one), with mboxrd's `>From `
+/// quoting undone.
+pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            if let Some(done) = current.take() {
+                messages.push(done);
+            }
+            current = Some(Vec::new());
+            continue;
+        }
+        let Some(message) = current.as_mut() else {
+            continue;
+        };
+        let quoted = line.iter().take_while(|&&b| b == b'>').count();
+        if quoted > 0 && line[quoted..].starts_with(b"From ") {
+            message.extend_from_slice(&line[1..]);
+        } else {
+            message.extend_from_slice(line);
+        }
+    }
+    messages.extend(current);
+    // The blank line that separates messages belongs to the file, not to the message.
+    for message in &mut messages {
+        while message.ends_with(b"\n\n") || message.ends_with(b"\r\n\r\n") {
+            message.pop();
+            if message.ends_with(b"\r") {
+                message.pop();
+            }
+        }
+    }
+    messages
 }
 
 /// Gmail sends only as the account or its verified "Send mail as" aliases. With the rewrite
@@ -609,6 +645,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.compose(&ctx()).unwrap_err().field, "raw");
+    }
+
+    #[test]
+    fn mbox_files_split_into_messages_with_from_quoting_undone() {
+        let mbox = b"From alice Mon Jan 1 00:00:00 2026\nFrom: a@b.co\nSubject: one\n\n>From the start\nbody\n\nFrom bob Mon Jan 1 00:00:01 2026\nFrom: b@b.co\n\ntwo\n";
+        let messages = split_mbox(mbox);
+        assert_eq!(messages.len(), 2);
+        assert_eq!(
+            messages[0],
+            b"From: a@b.co\nSubject: one\n\nFrom the start\nbody\n"
+        );
+        assert_eq!(messages[1], b"From: b@b.co\n\ntwo\n");
+        assert!(split_mbox(b"no separator here\n").is_empty());
     }
 
     #[test]

@@ -216,3 +216,117 @@ async fn servers_list_and_test_work_from_the_shell() {
     assert!(stdout.contains("daily sending limit"));
     t.finish().await;
 }
+
+#[tokio::test]
+async fn send_queues_from_the_shell_and_the_running_service_delivers() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let dir = temp_dir("send");
+    std::fs::create_dir_all(&dir).unwrap();
+    let attachment = dir.join("report.csv");
+    std::fs::write(&attachment, "a,b\n1,2\n").unwrap();
+    let mbox = dir.join("outbox.mbox");
+    std::fs::write(
+        &mbox,
+        format!(
+            "From x Mon Jan  1 00:00:00 2026\nFrom: {ALICE}\nTo: {BOB}\nSubject: mbox one\n\nfirst\n\nFrom x Mon Jan  1 00:00:01 2026\nTo: {BOB}\nSubject: no sender\n\nsecond\n\nFrom x Mon Jan  1 00:00:02 2026\nFrom: {ALICE}\nTo: {BOB}\nSubject: mbox three\n\n>From the third\n"
+        ),
+    )
+    .unwrap();
+    let env = vec![
+        ("MAILGATE_DATA_DIR", t.data_dir.display().to_string()),
+        ("MAILGATE_DATABASE_URL", t.database_url.clone()),
+    ];
+    let run = |args: Vec<String>| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || mailgate(&env).args(args).output().unwrap())
+    };
+    let one = run(vec![
+        "send".into(),
+        "--from".into(),
+        ALICE.into(),
+        "--to".into(),
+        BOB.into(),
+        "--subject".into(),
+        "from the shell".into(),
+        "--text".into(),
+        "hello".into(),
+        "--attach".into(),
+        attachment.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&one.stdout).to_string();
+    assert!(
+        one.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let id = stdout.trim().strip_prefix("queued ").unwrap().to_string();
+    // Another process queued it: the service finds it on its own within seconds.
+    let sent = t.wait_state(&id, "sent").await;
+    let delivered = t.gsim.world().deliveries(0);
+    let raw = String::from_utf8_lossy(
+        &delivered
+            .iter()
+            .find(|d| d.message_id.as_deref() == Some(sent.message_id.as_str()))
+            .unwrap()
+            .raw,
+    )
+    .to_string();
+    assert!(raw.contains("filename=\"report.csv\""), "{raw}");
+
+    let many = run(vec![
+        "send".into(),
+        "--mbox".into(),
+        mbox.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&many.stdout).to_string();
+    assert_eq!(
+        many.status.code(),
+        Some(1),
+        "one message was refused: {stdout}"
+    );
+    assert!(stdout.contains("queued 2 of 3 messages"), "{stdout}");
+    assert!(
+        stdout.contains("refused message 2: raw: has no From header"),
+        "{stdout}"
+    );
+    let queued = t
+        .app
+        .messages(&mailgate::store::MessageFilter {
+            search: Some("mbox".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 2);
+    for m in &queued {
+        t.wait_state(&m.id, "sent").await;
+    }
+    let third = t
+        .gsim
+        .world()
+        .deliveries(0)
+        .into_iter()
+        .find(|d| String::from_utf8_lossy(&d.raw).contains("Subject: mbox three"))
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&third.raw).contains("\r\nFrom the third"),
+        "mboxrd quoting undone"
+    );
+
+    let missing = run(vec!["send".into(), "--to".into(), BOB.into()])
+        .await
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("--from"),
+        "clap names the missing argument"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    t.finish().await;
+}

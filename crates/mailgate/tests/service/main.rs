@@ -6,6 +6,7 @@ mod admin_access;
 mod api;
 mod cli;
 mod connect_gmail;
+mod crash;
 mod database;
 mod delivery;
 mod doctor;

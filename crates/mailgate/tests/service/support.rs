@@ -529,6 +529,52 @@ impl TestApp {
             .token
     }
 
+    /// Stops the in-process service but keeps its data and gsim, so a `mailgate` process can take
+    /// over the same database.
+    pub async fn stop_service(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// The environment a `mailgate` process needs to run this installation against gsim.
+    pub fn process_env(&self) -> Vec<(&'static str, String)> {
+        let endpoints = self.gsim.endpoints();
+        vec![
+            ("MAILGATE_DATA_DIR", self.data_dir.display().to_string()),
+            ("MAILGATE_DATABASE_URL", self.database_url.clone()),
+            ("MAILGATE_PUBLIC_URL", self.base.clone()),
+            (
+                "MAILGATE_HTTP_ADDR",
+                self.base.trim_start_matches("http://").to_string(),
+            ),
+            (
+                "MAILGATE_GOOGLE_AUTH_URL",
+                format!("{}/o/oauth2/v2/auth", endpoints.http),
+            ),
+            (
+                "MAILGATE_GOOGLE_TOKEN_URL",
+                format!("{}/token", endpoints.http),
+            ),
+            (
+                "MAILGATE_GOOGLE_REVOKE_URL",
+                format!("{}/revoke", endpoints.http),
+            ),
+            (
+                "MAILGATE_GOOGLE_CERTS_URL",
+                format!("{}/oauth2/v3/certs", endpoints.http),
+            ),
+            ("MAILGATE_GMAIL_SMTP", endpoints.smtp_starttls.to_string()),
+            (
+                "MAILGATE_EXTRA_CA_FILE",
+                endpoints.ca_cert.display().to_string(),
+            ),
+        ]
+    }
+
     pub async fn finish(mut self) {
         if let Some(stop) = self.shutdown.take() {
             let _ = stop.send(());

@@ -1,0 +1,250 @@
+//! The durability promise, tested the hard way: `mailgate serve` is killed with SIGKILL in the
+//! middle of a burst, restarted, and every message it accepted must reach gsim. A message can go
+//! twice only if it was in a worker's hands at the kill; the test counts and reports those.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::Mutex;
+
+use crate::support::*;
+
+const BURST: usize = 2400;
+const KILL_AFTER: usize = 1200;
+const SENDERS: usize = 16;
+
+/// Starts `mailgate serve` and returns once it is ready. Blocking waits run off the runtime: the
+/// in-process gsim must keep answering meanwhile.
+async fn serve(env: &[(&'static str, String)]) -> Child {
+    let env = env.to_vec();
+    tokio::task::spawn_blocking(move || serve_blocking(&env))
+        .await
+        .unwrap()
+}
+
+async fn wait(mut child: Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+fn serve_blocking(env: &[(&'static str, String)]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().cloned())
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready once it says so: it has bound its port and opened the database.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("mailgate is ready at"), "{line}");
+    child
+}
+
+fn message(i: usize) -> serde_json::Value {
+    json!({"from": ALICE, "to": [BOB], "subject": format!("burst {i}"), "text": format!("message {i} of the burst")})
+}
+
+/// Sends messages `todo` with SENDERS concurrent clients; kills `child` once `kill_after`
+/// submissions were accepted. Returns burst index -> accepted id.
+async fn burst(
+    t: &TestApp,
+    key: &str,
+    todo: Vec<usize>,
+    kill: Option<(usize, u32)>,
+) -> BTreeMap<usize, String> {
+    let todo = Arc::new(Mutex::new(todo));
+    let accepted = Arc::new(Mutex::new(BTreeMap::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..SENDERS {
+        let (todo, accepted, count) = (todo.clone(), accepted.clone(), count.clone());
+        let (url, key, http) = (t.url("/api/v1/messages"), key.to_string(), browser());
+        senders.spawn(async move {
+            loop {
+                let Some(i) = todo.lock().await.pop() else {
+                    break;
+                };
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", format!("burst-{i}"))
+                    .json(&message(i))
+                    .send()
+                    .await;
+                let Ok(response) = response else { break };
+                if response.status() != StatusCode::ACCEPTED {
+                    break;
+                }
+                let body: serde_json::Value = response.json().await.unwrap();
+                accepted
+                    .lock()
+                    .await
+                    .insert(i, body["id"].as_str().unwrap().to_string());
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                if let Some((kill_after, pid)) = kill
+                    && n == kill_after
+                {
+                    Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status()
+                        .unwrap();
+                }
+            }
+        });
+    }
+    senders.join_all().await;
+    Arc::try_unwrap(accepted).unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
+    let mut t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let smtp = t.gsim.endpoints().smtp_starttls.port().to_string();
+    t.submit(
+        &format!("/servers/{server}"),
+        &[
+            ("name", "Gmail"),
+            ("auth", "gmail"),
+            ("username", ALICE),
+            ("host", "127.0.0.1"),
+            ("port", &smtp),
+            ("security", "starttls"),
+            ("daily_limit", "100000"),
+        ],
+    )
+    .await;
+    t.gsim
+        .world()
+        .patch_account(
+            ALICE,
+            gsim::AccountPatch {
+                daily_send_limit: Some(100_000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let key = t.api_key().await;
+    t.stop_service().await;
+    let env = t.process_env();
+
+    // Burst against a real process, killed halfway.
+    let first = serve(&env).await;
+    let accepted_before = burst(
+        &t,
+        &key,
+        (0..BURST).rev().collect(),
+        Some((KILL_AFTER, first.id())),
+    )
+    .await;
+    let status = wait(first).await;
+    assert!(!status.success(), "killed, not stopped");
+    assert!(
+        accepted_before.len() >= KILL_AFTER,
+        "{} accepted before the kill",
+        accepted_before.len()
+    );
+    let delivered_at_kill = t.gsim.world().deliveries(0).len();
+
+    // What a worker held at the kill: the only messages allowed to go twice.
+    let pool = sqlx::AnyPool::connect(&t.database_url).await.unwrap();
+    let in_flight: BTreeSet<String> =
+        sqlx::query("SELECT id FROM messages WHERE state = 'sending'")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("id").unwrap())
+            .collect();
+    pool.close().await;
+
+    // Restart; resend what was not acknowledged, with the same Idempotency-Keys.
+    let second = serve(&env).await;
+    let missing: Vec<usize> = (0..BURST)
+        .filter(|i| !accepted_before.contains_key(i))
+        .collect();
+    let replayed = burst(&t, &key, missing, None).await;
+    let mut accepted = accepted_before.clone();
+    accepted.extend(replayed);
+    assert_eq!(
+        accepted.len(),
+        BURST,
+        "every message of the burst accepted once"
+    );
+
+    // Wait for gsim to have them all, woken by each delivery.
+    let expected: BTreeSet<String> = accepted
+        .values()
+        .map(|id| format!("<{id}@gmail.com>"))
+        .collect();
+    let mut changes = t.gsim.world().subscribe_changes();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let counts = loop {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for d in t.gsim.world().deliveries(0) {
+            *counts.entry(d.message_id.unwrap_or_default()).or_default() += 1;
+        }
+        if expected.iter().all(|m| counts.contains_key(m)) {
+            break counts;
+        }
+        let missing = expected.iter().filter(|m| !counts.contains_key(*m)).count();
+        assert!(
+            tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_ok(),
+            "{missing} accepted messages never arrived"
+        );
+    };
+    let duplicates: Vec<&String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(m, _)| m)
+        .collect();
+    let stray: Vec<&&String> = duplicates
+        .iter()
+        .filter(|m| {
+            !in_flight
+                .iter()
+                .any(|id| format!("<{id}@gmail.com>") == ***m)
+        })
+        .collect();
+    println!(
+        "crash test: {BURST} accepted ({} before the kill, {} after), {delivered_at_kill} delivered before the kill, \
+         {} in flight at the kill, {} delivered twice (all in flight: {}), {} unexpected",
+        accepted_before.len(),
+        BURST - accepted_before.len(),
+        in_flight.len(),
+        duplicates.len(),
+        stray.is_empty(),
+        counts.len() - expected.len(),
+    );
+    assert!(
+        stray.is_empty(),
+        "duplicates outside the in-flight set: {stray:?}"
+    );
+    assert_eq!(
+        counts.len(),
+        expected.len(),
+        "nothing delivered that was not accepted"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait(second).await.success(), "a graceful stop");
+    t.finish().await;
+}
