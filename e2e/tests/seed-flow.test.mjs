@@ -133,3 +133,36 @@ test("the Google setup guide, then 'Check Google setup' from it", async () => {
   await shot(page, "check-results-on-overview");
   await page.close();
 });
+
+test("an API key from the UI sends a message that shows up under Emails as sent", async () => {
+  const shot = shooter("api-and-emails");
+  const page = await context.newPage();
+  await page.goto(`${base}/api-keys`);
+  await page.getByLabel("Name").fill("e2e client");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const key = (await page.locator("#api-key").textContent()).trim();
+  assert.match(key, /^mgk_/);
+  await shot(page, "api-key-shown-once");
+  const response = await fetch(`${base}/api/v1/messages`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ from: ALICE, to: [BOB], subject: "From the browser suite", text: "Hello." }),
+  });
+  assert.equal(response.status, 202);
+  const { id } = await response.json();
+  await page.goto(`${base}/emails/${id}`);
+  // Delivery runs on its own; reload until the page says sent (each load is an event, not a timer).
+  for (let i = 0; i < 50 && (await page.locator("#state").textContent()) !== "sent"; i++) {
+    await page.waitForLoadState("load");
+    await page.reload();
+  }
+  assert.equal(await page.locator("#state").textContent(), "sent");
+  assert.ok(await page.getByText("250 2.0.0 OK").first().isVisible());
+  await shot(page, "email-sent-with-attempt");
+  await page.goto(`${base}/emails`);
+  await page.getByRole("link", { name: "From the browser suite" }).waitFor();
+  await page.goto(`${base}/`);
+  await page.locator("#hourly-chart").waitFor();
+  await shot(page, "dashboard-chart");
+  await page.close();
+});

@@ -77,6 +77,8 @@ struct Outcome {
     detail: String,
     /// False when nothing was sent to the server (mailgate's own quota guard).
     counts: bool,
+    /// The Gmail account whose daily quota this send used.
+    sent_by: Option<String>,
 }
 
 /// Why an attempt stopped, before the retry policy weighs it.
@@ -366,6 +368,7 @@ impl Dispatcher {
                     reply: None,
                     detail: "no such outgoing mail server".into(),
                     counts: false,
+                    sent_by: None,
                 },
             };
             self.settle(&message, outcome).await;
@@ -437,6 +440,7 @@ impl Dispatcher {
                 &outcome.verdict,
                 &record,
                 outcome.counts,
+                outcome.sent_by.as_deref(),
                 now,
             )
             .await
@@ -469,6 +473,7 @@ impl Dispatcher {
             reply: stop.reply,
             detail,
             counts: true,
+            sent_by: None,
         }
     }
 
@@ -496,6 +501,7 @@ impl Dispatcher {
                     reply: None,
                     detail: "no body".into(),
                     counts: false,
+                    sent_by: None,
                 };
             }
             Err(e) => {
@@ -525,14 +531,20 @@ impl Dispatcher {
                     }
                 },
             };
-            match Self::transmit(&mut live, message, &body).await {
-                Ok((reply, refused)) => {
+            match live
+                .send_mail(&message.mail_from, &message.rcpt_to, &body)
+                .await
+            {
+                Ok(sent) => {
                     *session = Some(live);
-                    if gmail && let Err(e) = self.app.store.count_send(&account, now).await {
-                        tracing::error!("cannot count the send: {e}");
-                    }
+                    let reply = sent.reply.text();
                     let mut detail = reply.clone();
-                    if !refused.is_empty() {
+                    if !sent.refused.is_empty() {
+                        let refused: Vec<String> = sent
+                            .refused
+                            .iter()
+                            .map(|(rcpt, r)| format!("{rcpt}: {}", r.text()))
+                            .collect();
                         detail.push_str(&format!("; refused recipients: {}", refused.join("; ")));
                     }
                     return Outcome {
@@ -541,6 +553,7 @@ impl Dispatcher {
                         reply: Some(reply),
                         detail,
                         counts: true,
+                        sent_by: gmail.then(|| account.clone()),
                     };
                 }
                 Err(e) if reused && !fresh_try && stale(&e) => {
@@ -549,7 +562,9 @@ impl Dispatcher {
                     continue;
                 }
                 Err(e) => {
-                    if reusable_after(&e) && live.rset().await.is_ok() {
+                    if live.abandoned() {
+                        live.abandon().await;
+                    } else if reusable_after(&e) && live.rset().await.is_ok() {
                         *session = Some(live);
                     }
                     let frees = self.quota_frees(&account, now).await;
@@ -573,45 +588,6 @@ impl Dispatcher {
             },
             "two sessions in a row closed before the message could be sent".into(),
         )
-    }
-
-    /// MAIL, RCPT for each recipient, DATA, the message. Recipients refused for good are left out
-    /// and reported; a temporary refusal of any recipient defers the whole message, so a retry
-    /// never sends twice to the others.
-    async fn transmit(
-        session: &mut SmtpSession,
-        message: &Claimed,
-        body: &[u8],
-    ) -> Result<(String, Vec<String>), SmtpError> {
-        session.mail_from(&message.mail_from).await?;
-        let mut accepted = 0;
-        let mut refused = Vec::new();
-        let mut first_refusal = None;
-        for rcpt in &message.rcpt_to {
-            match session.rcpt_to(rcpt).await {
-                Ok(_) => accepted += 1,
-                Err(e @ SmtpError::Refused { .. }) => {
-                    if e.reply().is_some_and(|r| r.is_temporary()) {
-                        return Err(e);
-                    }
-                    refused.push(format!(
-                        "{rcpt}: {}",
-                        e.reply().map(|r| r.text()).unwrap_or_default()
-                    ));
-                    first_refusal.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if accepted == 0 {
-            return Err(first_refusal.unwrap_or(SmtpError::Protocol {
-                stage: Stage::RcptTo,
-                detail: "no recipients".into(),
-            }));
-        }
-        session.data().await?;
-        let reply = session.send_message(body).await?;
-        Ok((reply.text(), refused))
     }
 
     /// Opens and authenticates a session. For Gmail, a 535 gets one fresh token and one more try;
@@ -760,6 +736,7 @@ impl Dispatcher {
             reply: None,
             detail: "held back by mailgate to stay within Gmail's daily limit".into(),
             counts: false,
+            sent_by: None,
         })
     }
 

@@ -115,6 +115,7 @@ impl SmtpConnector {
             },
             capabilities: Vec::new(),
             tls: None,
+            abandoned: false,
         };
         session.greeting = session.expect(Stage::Greeting, &[220]).await?;
         session.ehlo(&self.ehlo_name).await?;
@@ -237,6 +238,14 @@ pub struct SmtpSession {
     pub capabilities: Vec<String>,
     /// Protocol and cipher, once secured.
     pub tls: Option<String>,
+    abandoned: bool,
+}
+
+/// A message the server accepted, and the recipients it refused for good.
+#[derive(Debug)]
+pub struct Sent {
+    pub reply: Reply,
+    pub refused: Vec<(String, Reply)>,
 }
 
 impl SmtpSession {
@@ -450,6 +459,139 @@ impl SmtpSession {
         out.extend_from_slice(b".\r\n");
         self.send(Stage::DataEnd, &out).await?;
         self.expect(Stage::DataEnd, &[250]).await
+    }
+
+    /// A whole transaction: MAIL, RCPT for each recipient, DATA, then the message. With
+    /// PIPELINING (Gmail offers it) the commands go in one write and their replies are read in
+    /// order, so a message costs two round trips instead of three plus one per recipient.
+    /// `Ok` carries the final reply and the recipients refused for good. A temporary refusal of any
+    /// recipient refuses the whole message (`Err`), and the session must not be reused when that
+    /// happened after DATA: only hanging up discards the half-begun message.
+    pub async fn send_mail(
+        &mut self,
+        from: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<Sent, SmtpError> {
+        let pipelined = self.offers("PIPELINING");
+        let mut rcpt_replies = Vec::with_capacity(recipients.len());
+        let data_reply;
+        if pipelined {
+            let mut batch = format!("MAIL FROM:<{from}>\r\n");
+            for r in recipients {
+                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            }
+            batch.push_str("DATA\r\n");
+            self.send(Stage::MailFrom, batch.as_bytes()).await?;
+            // Every reply is read, whatever it says, to stay in step with the server. A refused
+            // MAIL is the news even if the server then hangs up (421) before the other replies.
+            let mail = self.read_reply(Stage::MailFrom).await?;
+            let refused_mail = |mail: Reply| SmtpError::Refused {
+                stage: Stage::MailFrom,
+                reply: mail,
+                challenge: None,
+            };
+            let mut rest = Vec::with_capacity(recipients.len());
+            let mut data = None;
+            let mut broken = None;
+            for _ in recipients {
+                match self.read_reply(Stage::RcptTo).await {
+                    Ok(r) => rest.push(r),
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            if broken.is_none() {
+                match self.read_reply(Stage::Data).await {
+                    Ok(r) => data = Some(r),
+                    Err(e) => broken = Some(e),
+                }
+            }
+            match (mail.code, broken, data) {
+                (250, None, Some(data)) => {
+                    rcpt_replies = rest;
+                    data_reply = data;
+                }
+                (250, Some(e), _) => return Err(e),
+                _ => return Err(refused_mail(mail)),
+            }
+        } else {
+            self.mail_from(from).await?;
+            for r in recipients {
+                rcpt_replies.push(
+                    match self
+                        .command(Stage::RcptTo, &format!("RCPT TO:<{r}>"), &[250, 251])
+                        .await
+                    {
+                        Ok(reply) => reply,
+                        Err(SmtpError::Refused { reply, .. }) => reply,
+                        Err(e) => return Err(e),
+                    },
+                );
+                if rcpt_replies.last().is_some_and(|r| r.is_temporary()) {
+                    return Err(SmtpError::Refused {
+                        stage: Stage::RcptTo,
+                        reply: rcpt_replies.pop().unwrap_or(Reply {
+                            code: 450,
+                            lines: Vec::new(),
+                        }),
+                        challenge: None,
+                    });
+                }
+            }
+            data_reply = if rcpt_replies.iter().any(Reply::is_positive) {
+                self.command(Stage::Data, "DATA", &[354]).await?
+            } else {
+                Reply {
+                    code: 0,
+                    lines: Vec::new(),
+                }
+            };
+        }
+        let mut refused = Vec::new();
+        let mut temporary = None;
+        for (r, reply) in recipients.iter().zip(rcpt_replies) {
+            if reply.is_temporary() && temporary.is_none() {
+                temporary = Some(reply);
+            } else if !reply.is_positive() {
+                refused.push((r.clone(), reply));
+            }
+        }
+        if data_reply.code == 354 && (temporary.is_some() || refused.len() == recipients.len()) {
+            // DATA is open but the message must not go: hanging up is the only way to drop it.
+            self.abandoned = true;
+        }
+        if let Some(reply) = temporary {
+            return Err(SmtpError::Refused {
+                stage: Stage::RcptTo,
+                reply,
+                challenge: None,
+            });
+        }
+        if refused.len() == recipients.len() {
+            let (_, reply) = refused.swap_remove(0);
+            return Err(SmtpError::Refused {
+                stage: Stage::RcptTo,
+                reply,
+                challenge: None,
+            });
+        }
+        if data_reply.code != 354 {
+            return Err(SmtpError::Refused {
+                stage: Stage::Data,
+                reply: data_reply,
+                challenge: None,
+            });
+        }
+        let reply = self.send_message(message).await?;
+        Ok(Sent { reply, refused })
+    }
+
+    /// True when the session was left mid-transaction and must be closed, not reused.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned
     }
 
     pub async fn rset(&mut self) -> Result<Reply, SmtpError> {

@@ -262,8 +262,10 @@ impl Store {
         })
     }
 
-    /// Records an attempt and its verdict in one transaction. Only the lease's owner may: a worker
-    /// that lost its lease (it stalled past expiry) must not overwrite a newer attempt.
+    /// Records an attempt and its verdict in one transaction, with the send counted against
+    /// `sent_by`'s daily quota when it went out. Only the lease's owner may: a worker that lost its
+    /// lease (it stalled past expiry) must not overwrite a newer attempt.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_attempt(
         &self,
         id: &str,
@@ -271,6 +273,7 @@ impl Store {
         verdict: &Verdict,
         attempt: &AttemptRecord<'_>,
         counts_as_attempt: bool,
+        sent_by: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let (state, next, error, sent_at) = match verdict {
@@ -312,6 +315,16 @@ impl Store {
         .bind(attempt.detail)
         .execute(&mut *tx)
         .await?;
+        if let (Verdict::Sent, Some(account)) = (verdict, sent_by) {
+            sqlx::query(
+                "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
+                 ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
+            )
+            .bind(account)
+            .bind(now / 3600)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -490,19 +503,6 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get("hour")?, r.try_get("outcome")?, r.try_get("n")?)))
             .collect::<Result<_, sqlx::Error>>()?)
-    }
-
-    /// One more message sent by `account` in the hour of `now`.
-    pub async fn count_send(&self, account: &str, now: Timestamp) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
-             ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
-        )
-        .bind(account)
-        .bind(now / 3600)
-        .execute(self.pool())
-        .await?;
-        Ok(())
     }
 
     /// Messages `account` sent in the 24 hours before `now`, and when the oldest of those hours

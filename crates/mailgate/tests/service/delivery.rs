@@ -446,3 +446,35 @@ async fn a_thousand_messages_to_one_account_use_at_most_three_logins_and_one_tok
     assert_eq!(after.messages_accepted - before.messages_accepted, 1000);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_temporary_refusal_of_one_recipient_defers_the_whole_message_and_sends_nothing() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    // Pipelined: DATA is already open when the 450 for the first recipient is read.
+    t.gsim.world().arm_smtp_fault(fault(gsim::SmtpStage::Rcpt, Some("450 4.2.1 The user you are trying to contact is receiving mail too quickly. {id} - gsmtp"), false, 1));
+    let mut body = message("all or nothing");
+    body["to"] = json!(["busy@example.org", BOB]);
+    let (_, accepted) = t.send(&key, &body).await;
+    let id = accepted["id"].as_str().unwrap();
+    let deferred = t.wait_state(id, "deferred").await;
+    assert!(deferred.last_error.unwrap().starts_with("450 4.2.1"));
+    assert!(
+        t.gsim.world().deliveries(0).is_empty(),
+        "the half-begun message was dropped, not sent to Bob alone"
+    );
+    t.advance_and_wake(deferred.next_attempt_at - t.app.now() + 1);
+    let sent = t.wait_state(id, "sent").await;
+    let delivered = t.gsim.world().deliveries(0);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].rcpt_to,
+        vec!["busy@example.org".to_string(), BOB.to_string()]
+    );
+    assert_eq!(
+        delivered[0].message_id.as_deref(),
+        Some(sent.message_id.as_str())
+    );
+    t.finish().await;
+}
