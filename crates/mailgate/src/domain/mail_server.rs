@@ -123,8 +123,10 @@ pub struct MailServer {
     pub last_test: Option<TestOutcome>,
 }
 
-/// Flectra's `_find_mail_server`: the server whose From filter is the sender's address, else the
-/// one whose filter is its domain, else a server with no filter. `servers` come in priority order.
+/// Flectra's `_find_mail_server`, with one step more: the server whose From filter is the sender's
+/// address; else a Gmail server that sends as the sender (its account or an alias), so Alice's mail
+/// leaves through Alice's Gmail; else a From filter equal to the sender's domain; else a server
+/// without filter. `servers` come in priority order.
 pub fn route<'a>(servers: &'a [MailServer], from: &EmailAddress) -> Option<&'a MailServer> {
     let filter_is = |value: &str| {
         servers
@@ -132,6 +134,11 @@ pub fn route<'a>(servers: &'a [MailServer], from: &EmailAddress) -> Option<&'a M
             .find(move |s| s.from_filter.as_deref() == Some(value))
     };
     filter_is(from.as_str())
+        .or_else(|| {
+            servers.iter().find(|s| {
+                s.auth == AuthMethod::Gmail && s.from_filter.is_none() && s.sends_as(from)
+            })
+        })
         .or_else(|| filter_is(from.domain()))
         .or_else(|| servers.iter().find(|s| s.from_filter.is_none()))
 }
@@ -425,6 +432,37 @@ mod tests {
             )
             .map(|s| s.id),
             None
+        );
+    }
+
+    #[test]
+    fn a_gmail_server_takes_its_own_account_and_aliases_before_any_default() {
+        let gmail = |id: i64, user: &str| MailServer {
+            auth: AuthMethod::Gmail,
+            username: Some(user.into()),
+            aliases: vec![format!(
+                "sales@{}",
+                user.split('@').nth(1).unwrap_or_default()
+            )],
+            ..server(id, None)
+        };
+        let servers = [
+            gmail(1, "bob@example.com"),
+            gmail(2, "alice@gmail.com"),
+            server(3, Some("gmail.com")),
+        ];
+        let route_of = |a: &str| route(&servers, &EmailAddress::parse(a).unwrap()).map(|s| s.id);
+        assert_eq!(
+            route_of("alice@gmail.com"),
+            Some(2),
+            "not bob's, first in order"
+        );
+        assert_eq!(route_of("sales@gmail.com"), Some(2), "an alias");
+        assert_eq!(route_of("carol@gmail.com"), Some(3), "the domain filter");
+        assert_eq!(
+            route_of("dave@other.example"),
+            Some(1),
+            "the first without filter"
         );
     }
 
