@@ -132,6 +132,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_MAX_MESSAGE_SIZE", "max_message_size"),
     ("MAILGATE_RETENTION_DAYS", "retention_days"),
     ("MAILGATE_LOG", "(environment only)"),
+    ("MAILGATE_LOG_FORMAT", "(environment only)"),
 ];
 
 impl Config {

@@ -3,8 +3,7 @@
 //! twice only if it was in a worker's hands at the kill; the test counts and reports those.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,40 +17,6 @@ use crate::support::*;
 const BURST: usize = 2400;
 const KILL_AFTER: usize = 1200;
 const SENDERS: usize = 16;
-
-/// Starts `mailgate serve` and returns once it is ready. Blocking waits run off the runtime: the
-/// in-process gsim must keep answering meanwhile.
-async fn serve(env: &[(&'static str, String)]) -> Child {
-    let env = env.to_vec();
-    tokio::task::spawn_blocking(move || serve_blocking(&env))
-        .await
-        .unwrap()
-}
-
-async fn wait(mut child: Child) -> std::process::ExitStatus {
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap()
-}
-
-fn serve_blocking(env: &[(&'static str, String)]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().cloned())
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Ready once it says so: it has bound its port and opened the database.
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("mailgate is ready at"), "{line}");
-    child
-}
 
 fn message(i: usize) -> serde_json::Value {
     json!({"from": ALICE, "to": [BOB], "subject": format!("burst {i}"), "text": format!("message {i} of the burst")})
@@ -142,7 +107,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
     let env = t.process_env();
 
     // Burst against a real process, killed halfway.
-    let first = serve(&env).await;
+    let first = serve(&env, Stdio::null()).await;
     let accepted_before = burst(
         &t,
         &key,
@@ -172,7 +137,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
     pool.close().await;
 
     // Restart; resend what was not acknowledged, with the same Idempotency-Keys.
-    let second = serve(&env).await;
+    let second = serve(&env, Stdio::null()).await;
     let missing: Vec<usize> = (0..BURST)
         .filter(|i| !accepted_before.contains_key(i))
         .collect();
@@ -241,10 +206,6 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
         "nothing delivered that was not accepted"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(wait(second).await.success(), "a graceful stop");
+    assert!(stop(second).await.success(), "a graceful stop");
     t.finish().await;
 }

@@ -11,6 +11,7 @@ mod database;
 mod delivery;
 mod doctor;
 mod emails;
+mod logs;
 mod servers;
 mod settings;
 mod support;

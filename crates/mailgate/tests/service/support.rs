@@ -2,7 +2,9 @@
 //! (cookie jar, no automatic redirects) and helpers for the seed's steps.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 
 use gsim::config::{AccountConfig, ClientConfig, PublishingStatus};
@@ -596,4 +598,45 @@ impl TestApp {
 
 pub fn param(url: &str, name: &str) -> Option<String> {
     query_param(url, name)
+}
+
+/// Starts `mailgate serve` with `env` and returns once it is ready (it has bound its port and
+/// opened the database). Blocking waits run off the runtime: the in-process gsim must keep
+/// answering meanwhile.
+pub async fn serve(env: &[(&'static str, String)], stderr: Stdio) -> Child {
+    let env = env.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("mailgate is ready at"), "{line}");
+        child
+    })
+    .await
+    .unwrap()
+}
+
+pub async fn wait(mut child: Child) -> ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+/// SIGTERM, as a service manager stops it, then waits for the exit.
+pub async fn stop(child: Child) -> ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait(child).await
 }
