@@ -24,6 +24,27 @@ fn password_purpose(id: i64) -> String {
     format!("mail_servers.password:{id}")
 }
 
+/// Binds a server's fields as $1..$11 and `now` as $12, the order both INSERT and UPDATE use.
+fn bind_server<'q>(
+    server: &'q ValidServer,
+    now: Timestamp,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&server.name)
+        .bind(server.auth.code())
+        .bind(server.username.as_deref())
+        .bind(&server.host)
+        .bind(i64::from(server.port))
+        .bind(server.security.code())
+        .bind(server.from_filter.as_deref())
+        .bind(server.priority)
+        .bind(server.aliases.join(","))
+        .bind(server.from_policy.code())
+        .bind(server.daily_limit)
+        .bind(now)
+}
+
 fn server_from_row(row: &AnyRow) -> Result<MailServer, sqlx::Error> {
     let decode = |column: &str, message: &str| sqlx::Error::ColumnDecode {
         index: column.to_string(),
@@ -107,23 +128,11 @@ impl Store {
         now: Timestamp,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let id: i64 = sqlx::query(
+        let id: i64 = bind_server(server, now, sqlx::query(
             "INSERT INTO mail_servers (name, auth_method, username, host, port, security, from_filter, priority, \
              aliases, from_policy, daily_limit, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $9, $9) RETURNING id",
-        )
-        .bind(&server.name)
-        .bind(server.auth.code())
-        .bind(server.username.as_deref())
-        .bind(&server.host)
-        .bind(i64::from(server.port))
-        .bind(server.security.code())
-        .bind(server.from_filter.as_deref())
-        .bind(server.priority)
-        .bind(now)
-        .bind(server.aliases.join(","))
-        .bind(server.from_policy.code())
-        .bind(server.daily_limit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
+        ))
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate("a server with this Description"))?
@@ -149,24 +158,12 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
+        bind_server(server, now, sqlx::query(
             "UPDATE mail_servers SET name = $1, auth_method = $2, username = $3, host = $4, port = $5, \
-             security = $6, from_filter = $7, priority = $8, updated_at = $9, aliases = $11, from_policy = $12, \
-             daily_limit = $13 WHERE id = $10",
-        )
-        .bind(&server.name)
-        .bind(server.auth.code())
-        .bind(server.username.as_deref())
-        .bind(&server.host)
-        .bind(i64::from(server.port))
-        .bind(server.security.code())
-        .bind(server.from_filter.as_deref())
-        .bind(server.priority)
-        .bind(now)
+             security = $6, from_filter = $7, priority = $8, aliases = $9, from_policy = $10, \
+             daily_limit = $11, updated_at = $12 WHERE id = $13",
+        ))
         .bind(id)
-        .bind(server.aliases.join(","))
-        .bind(server.from_policy.code())
-        .bind(server.daily_limit)
         .execute(&mut *tx)
         .await
         .map_err(duplicate("a server with this Description"))?;

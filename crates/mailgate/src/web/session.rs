@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 use super::WebError;
 use crate::app::App;
-use crate::app::admins::AdminSession;
+use crate::app::admins::{AdminSession, NewSession};
 
 pub const SESSION_COOKIE: &str = "mailgate_session";
 /// Before sign-in there is no session to hold a CSRF token, so the token rides in this cookie
@@ -44,6 +44,11 @@ pub fn set_cookie(
         "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The cookie that signs an admin in, set after sign-in and after creating the first admin.
+pub fn session_cookie(app: &App, session: &NewSession) -> HeaderValue {
+    set_cookie(app, SESSION_COOKIE, &session.cookie, session.max_age, "Lax")
 }
 
 /// The signed-in admin. Pages that take this are for admins only: anyone else is sent to the

@@ -6,7 +6,7 @@ use askama_web::WebTemplate;
 use super::session::Flash;
 use crate::app::admins::AdminSession;
 use crate::app::connect_gmail::Explanation;
-use crate::app::doctor::Check;
+use crate::app::doctor::{Check, SetupGuide};
 use crate::app::settings::SettingsView;
 use crate::app::test_connection::TestFailure;
 use crate::domain::{FieldErrors, ServerDraft};
@@ -165,12 +165,7 @@ pub struct ApiKeysPage {
 #[template(path = "google_setup.html")]
 pub struct GoogleSetupPage {
     pub chrome: Chrome,
-    pub app_name: String,
-    pub authorized_domain: Option<String>,
-    pub public_url: String,
-    pub test_users: Vec<String>,
-    pub redirect_uri: String,
-    pub public_url_rejected: bool,
+    pub guide: SetupGuide,
 }
 
 #[derive(Template, WebTemplate)]

@@ -15,7 +15,9 @@ use crate::app::admins::LoginError;
 use crate::app::{App, AppError};
 use crate::web::WebError;
 use crate::web::guard::PreSessionCsrf;
-use crate::web::session::{Flash, SESSION_COOKIE, cookie, current_admin, safe_next, set_cookie};
+use crate::web::session::{
+    Flash, SESSION_COOKIE, cookie, current_admin, safe_next, session_cookie, set_cookie,
+};
 use crate::web::views::{Chrome, LoginPage, SetupPage};
 
 #[derive(Deserialize)]
@@ -67,16 +69,9 @@ pub async fn login(
     {
         Ok(session) => {
             let mut response = Redirect::to(&next).into_response();
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(
-                    &app,
-                    SESSION_COOKIE,
-                    &session.cookie,
-                    session.max_age,
-                    "Lax",
-                ),
-            );
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, session_cookie(&app, &session));
             response
         }
         Err(e) => {
@@ -202,15 +197,8 @@ pub async fn setup(
             "Admin created. Next: turn on Custom Email Servers and enter your Gmail Credentials.",
         ),
     );
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(
-            &app,
-            SESSION_COOKIE,
-            &session.cookie,
-            session.max_age,
-            "Lax",
-        ),
-    );
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, session_cookie(&app, &session));
     Ok(response)
 }

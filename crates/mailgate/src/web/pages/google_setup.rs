@@ -17,15 +17,9 @@ pub async fn guide(
     Admin(admin): Admin,
     headers: HeaderMap,
 ) -> Result<GoogleSetupPage, WebError> {
-    let guide = app.setup_guide().await?;
     Ok(GoogleSetupPage {
         chrome: Chrome::admin(&admin, "settings", Flash::from_headers(&headers)),
-        app_name: guide.app_name,
-        authorized_domain: guide.authorized_domain,
-        public_url: guide.public_url,
-        test_users: guide.test_users,
-        redirect_uri: guide.redirect_uri,
-        public_url_rejected: guide.public_url_rejected,
+        guide: app.setup_guide().await?,
     })
 }
 
