@@ -142,6 +142,41 @@ async fn connection_errors_defer() {
     t.finish().await;
 }
 
+/// A certificate mailgate cannot verify is never waved through: the message waits (the fix is an
+/// operator's, and the server may be mid-renewal) and the error says what TLS refused.
+#[tokio::test]
+async fn an_unverifiable_certificate_defers_and_nothing_is_sent() {
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.remove("MAILGATE_EXTRA_CA_FILE");
+    })
+    .await;
+    t.create_admin().await;
+    let smtps = t.gsim.endpoints().smtp_tls.port().to_string();
+    let page = t
+        .submit(
+            "/servers",
+            &[
+                ("name", "Untrusted"),
+                ("auth", "none"),
+                ("host", "127.0.0.1"),
+                ("port", &smtps),
+                ("security", "tls"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let key = t.api_key().await;
+    let id = queued(&t, &key, "over untrusted TLS").await;
+    let deferred = t.wait_state(&id, "deferred").await;
+    let error = deferred.last_error.unwrap();
+    assert!(
+        error.starts_with("TLS with 127.0.0.1 failed") && error.contains("certificate"),
+        "{error}"
+    );
+    assert_eq!(t.gsim.world().counters().messages_accepted, 0);
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn a_5xx_fails_with_googles_code_and_text() {
     let t = spawn(Db::Sqlite).await;
