@@ -126,13 +126,7 @@ async fn guests_reach_no_admin_page_and_not_the_callback() {
 
 #[tokio::test]
 async fn session_cookie_is_secure_when_the_public_url_is_https() {
-    let t = spawn_with(Db::Sqlite, |env| {
-        env.insert(
-            "MAILGATE_PUBLIC_URL".into(),
-            "https://mail.example.com".into(),
-        );
-    })
-    .await;
+    let t = spawn_at_public_url("https://mail.example.com").await;
     let link = t.app.setup_link().await.unwrap().unwrap();
     let path = link.trim_start_matches("https://mail.example.com");
     let response = t.http.get(t.url(path)).send().await.unwrap();

@@ -346,23 +346,8 @@ async fn changing_the_client_id_asks_for_a_reconnect() {
 async fn a_desktop_type_client_is_caught_before_the_admin_meets_googles_error_page() {
     // The seed FAQ "Application Type": a deployed mailgate (not on loopback) with a Desktop app
     // client. Google would show "Error 400: redirect_uri_mismatch" on its own page.
-    let t = spawn_with(Db::Sqlite, |env| {
-        env.insert(
-            "MAILGATE_PUBLIC_URL".into(),
-            "http://mail.example.com:8069".into(),
-        );
-    })
-    .await;
-    t.gsim
-        .world()
-        .patch_client(
-            CLIENT_ID,
-            gsim::ClientPatch {
-                kind: Some(gsim::config::ClientType::Desktop),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let t = spawn_at_public_url("http://mail.example.com:8069").await;
+    t.make_client_desktop();
     let id = t.ready_to_connect().await;
     let page = t.submit(&format!("/servers/{id}/connect"), &[]).await;
     assert_eq!(

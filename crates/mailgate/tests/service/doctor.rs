@@ -142,23 +142,8 @@ async fn an_unregistered_redirect_uri_fails_naming_the_exact_uri() {
 
 #[tokio::test]
 async fn a_desktop_type_client_fails_as_a_mismatch_that_names_desktop() {
-    let t = spawn_with(Db::Sqlite, |env| {
-        env.insert(
-            "MAILGATE_PUBLIC_URL".into(),
-            "https://mail.example.com".into(),
-        );
-    })
-    .await;
-    t.gsim
-        .world()
-        .patch_client(
-            CLIENT_ID,
-            gsim::ClientPatch {
-                kind: Some(gsim::config::ClientType::Desktop),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let t = spawn_at_public_url("https://mail.example.com").await;
+    t.make_client_desktop();
     t.app
         .store
         .save_google_settings(
@@ -189,13 +174,7 @@ async fn a_desktop_type_client_fails_as_a_mismatch_that_names_desktop() {
 
 #[tokio::test]
 async fn an_http_public_url_off_loopback_fails() {
-    let t = spawn_with(Db::Sqlite, |env| {
-        env.insert(
-            "MAILGATE_PUBLIC_URL".into(),
-            "http://mail.example.com".into(),
-        );
-    })
-    .await;
+    let t = spawn_at_public_url("http://mail.example.com").await;
     let report = t.app.doctor().await.unwrap();
     let c = find(&report, "public_url");
     assert_eq!(c.status, Status::Fail);

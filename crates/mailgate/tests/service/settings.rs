@@ -92,13 +92,7 @@ async fn swapped_or_malformed_values_are_named() {
 
 #[tokio::test]
 async fn http_public_url_off_loopback_is_warned_about() {
-    let t = spawn_with(Db::Sqlite, |env| {
-        env.insert(
-            "MAILGATE_PUBLIC_URL".into(),
-            "http://mail.example.com:8069".into(),
-        );
-    })
-    .await;
+    let t = spawn_at_public_url("http://mail.example.com:8069").await;
     // The browser reaches mailgate on 127.0.0.1 but the configured origin is another one.
     let link = t.app.setup_link().await.unwrap().unwrap();
     let token = link.split("token=").nth(1).unwrap().to_string();

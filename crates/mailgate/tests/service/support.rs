@@ -95,6 +95,14 @@ pub async fn spawn(db: Db) -> TestApp {
     spawn_with(db, |_| {}).await
 }
 
+/// A deployed installation: mailgate says it is reached at `public_url` (not where it listens).
+pub async fn spawn_at_public_url(public_url: &str) -> TestApp {
+    spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_PUBLIC_URL".into(), public_url.into());
+    })
+    .await
+}
+
 /// Starts gsim and mailgate; `tweak` may change mailgate's environment before it starts.
 pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -438,6 +446,20 @@ impl TestApp {
         let to_google = self.click_connect(server_id).await;
         let back = self.consent_at_google(&to_google, email, true).await;
         self.get(&back).await
+    }
+
+    /// Turns the OAuth client at gsim into a "Desktop app" client (the seed FAQ "Application Type").
+    pub fn make_client_desktop(&self) {
+        self.gsim
+            .world()
+            .patch_client(
+                CLIENT_ID,
+                gsim::ClientPatch {
+                    kind: Some(gsim::config::ClientType::Desktop),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
     }
 
     /// Connected and ready to send: admin, credentials, Alice's Gmail server, consent. Returns
