@@ -285,6 +285,16 @@ impl World {
         self.with(|s| s.faults = Faults::default());
     }
 
+    /// Waits until at least `n` SMTP sessions are held by `hold` faults.
+    pub async fn wait_held(&self, n: u64) {
+        let mut changes = self.subscribe_changes();
+        while self.counters().smtp_held < n {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     pub fn patch_smtp_settings(&self, patch: SmtpSettingsPatch) {
         self.with(|s| {
             let smtp = &mut s.settings.smtp;
@@ -379,6 +389,7 @@ pub fn router() -> Router<Arc<World>> {
         .route("/_gsim/faults", get(list_faults).delete(clear_faults))
         .route("/_gsim/faults/smtp", post(smtp_fault))
         .route("/_gsim/faults/token", post(token_fault))
+        .route("/_gsim/faults/release", post(release_held))
         .route("/_gsim/smtp/settings", put(smtp_settings))
         .route("/_gsim/imap/settings", put(imap_settings))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
@@ -583,4 +594,9 @@ async fn smtp_settings(State(world): Ctx, Json(patch): Json<SmtpSettingsPatch>) 
 async fn imap_settings(State(world): Ctx, Json(patch): Json<ImapSettingsPatch>) -> Json<Value> {
     world.patch_imap_settings(patch);
     Json(json!(world.with(|s| s.settings.imap.clone())))
+}
+
+async fn release_held(State(world): Ctx) -> Json<Value> {
+    world.release_held();
+    Json(json!({"released": true}))
 }

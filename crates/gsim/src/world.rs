@@ -24,6 +24,8 @@ pub struct World {
     pub clock: Clock,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    /// Bumped to release the sessions held by `hold` faults.
+    releases: watch::Sender<u64>,
     pub signer: IdTokenSigner,
     /// gsim's own HTTP base URL, for the discovery document.
     pub http_base: String,
@@ -222,6 +224,8 @@ pub struct Counters {
     pub imap_logins: Outcomes,
     pub messages_accepted: u64,
     pub revocations: u64,
+    /// SMTP sessions a `hold` fault is holding right now.
+    pub smtp_held: u64,
 }
 
 /// Where in an SMTP session a fault fires: just before gsim would answer that command.
@@ -237,6 +241,9 @@ pub enum SmtpStage {
     Data,
     /// After the message body's final dot, instead of accepting it.
     DataEnd,
+    /// After the message was delivered, instead of the `250` that says so: the client cannot
+    /// tell whether Gmail has it.
+    Delivered,
     Rset,
     Noop,
     Quit,
@@ -251,6 +258,11 @@ pub struct SmtpFault {
     pub reply: Option<String>,
     #[serde(default)]
     pub close: bool,
+    /// Holds the session at this stage, saying nothing, until the control API releases held
+    /// sessions; then the fault acts (with neither reply nor close, the session carries on as if
+    /// nothing had happened): a slow server, or one that hangs.
+    #[serde(default)]
+    pub hold: bool,
     #[serde(default = "one")]
     pub count: u32,
     /// Only sessions of this account (as authenticated) are hit; `None` hits every session.
@@ -297,6 +309,7 @@ impl World {
             clock: Clock::new(state.clock_offset),
             state: Mutex::new(state),
             changes,
+            releases: watch::channel(0).0,
             signer: IdTokenSigner::new()?,
             http_base,
         })
@@ -323,6 +336,23 @@ impl World {
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Waits, saying nothing, until the sessions held now are released. Counted in
+    /// `smtp_held` meanwhile, so a test can wait for a session to be held.
+    pub async fn hold_session(&self) {
+        let mut releases = self.releases.subscribe();
+        releases.borrow_and_update();
+        self.with(|s| s.counters.smtp_held += 1);
+        self.notify_mailbox_change();
+        let _ = releases.changed().await;
+        self.with(|s| s.counters.smtp_held = s.counters.smtp_held.saturating_sub(1));
+        self.notify_mailbox_change();
+    }
+
+    /// Lets every held session go on.
+    pub fn release_held(&self) {
+        self.releases.send_modify(|n| *n += 1);
     }
 
     pub fn append_message(

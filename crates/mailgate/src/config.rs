@@ -75,8 +75,12 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// Largest message accepted for sending, in bytes.
     pub max_message_size: usize,
-    /// Days the bodies of sent messages are kept.
+    /// Days the bodies of messages that reached an end (sent, failed, cancelled) are kept.
     pub retention_days: i64,
+    /// Days the records of such messages, and their attempts, are kept.
+    pub history_days: i64,
+    /// Seconds an SMTP server may take to answer a command or to take the next part of a message.
+    pub smtp_timeout_secs: u64,
     /// Things worth telling the operator at start (unknown environment variables).
     pub warnings: Vec<String>,
 }
@@ -92,6 +96,8 @@ struct FileConfig {
     extra_ca_file: Option<PathBuf>,
     max_message_size: Option<usize>,
     retention_days: Option<i64>,
+    history_days: Option<i64>,
+    smtp_timeout_secs: Option<u64>,
     #[serde(default)]
     google: FileGoogle,
     #[serde(default)]
@@ -131,6 +137,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_GMAIL_IMAP", "gmail.imap"),
     ("MAILGATE_MAX_MESSAGE_SIZE", "max_message_size"),
     ("MAILGATE_RETENTION_DAYS", "retention_days"),
+    ("MAILGATE_HISTORY_DAYS", "history_days"),
+    ("MAILGATE_SMTP_TIMEOUT_SECS", "smtp_timeout_secs"),
     ("MAILGATE_LOG", "(environment only)"),
     ("MAILGATE_LOG_FORMAT", "(environment only)"),
 ];
@@ -252,6 +260,18 @@ impl Config {
             file_config.retention_days,
             7,
         )?;
+        let history_days = number(
+            "history_days",
+            env.get("MAILGATE_HISTORY_DAYS"),
+            file_config.history_days,
+            90,
+        )?;
+        let smtp_timeout_secs = number(
+            "smtp_timeout_secs",
+            env.get("MAILGATE_SMTP_TIMEOUT_SECS"),
+            file_config.smtp_timeout_secs,
+            60,
+        )?;
         Ok(Self {
             data_dir,
             database_url,
@@ -264,6 +284,8 @@ impl Config {
             extra_ca_file,
             max_message_size,
             retention_days,
+            history_days,
+            smtp_timeout_secs,
             warnings,
         })
     }

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub smtp_logins_failed: AtomicU64,
     pub token_refreshes_ok: AtomicU64,
     pub token_refreshes_failed: AtomicU64,
+    /// The final dot went out and the connection dropped before the answer.
+    pub unknown_after_drop: AtomicU64,
+    /// A restart found a message whose final dot went out before the answer was recorded.
+    pub unknown_after_restart: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     /// Milliseconds, so the sum stays an integer.
@@ -109,6 +113,21 @@ impl Metrics {
             "mailgate_token_refreshes_total{{result=\"failed\"}} {}",
             get(&self.token_refreshes_failed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP mailgate_unknown_outcomes_total Attempts whose final dot went out with no answer recorded: a duplicate is possible."
+        );
+        let _ = writeln!(out, "# TYPE mailgate_unknown_outcomes_total counter");
+        for (cause, counter) in [
+            ("connection_lost", &self.unknown_after_drop),
+            ("restart", &self.unknown_after_restart),
+        ] {
+            let _ = writeln!(
+                out,
+                "mailgate_unknown_outcomes_total{{cause=\"{cause}\"}} {}",
+                get(counter)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP mailgate_delivery_seconds From submission to Gmail's acceptance."

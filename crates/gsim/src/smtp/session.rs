@@ -163,6 +163,12 @@ impl Session {
         else {
             return Ok(None);
         };
+        if fault.hold {
+            self.world.hold_session().await;
+            if fault.reply.is_none() && !fault.close {
+                return Ok(None);
+            }
+        }
         if let Some(reply) = &fault.reply {
             self.send(&replies::fault(reply, &self.id)).await?;
         }
@@ -556,6 +562,9 @@ impl Session {
             },
             &body.data,
         );
+        if let Some(flow) = self.fault(SmtpStage::Delivered).await? {
+            return Ok(flow);
+        }
         let now = self.world.now();
         self.reply(&replies::accepted(now, &self.id)).await
     }

@@ -425,6 +425,7 @@ async fn faults_replace_replies_and_drop_connections_at_their_stage() {
         stage: SmtpStage::Mail,
         reply: Some("421 4.7.0 Try again later, closing connection.".into()),
         close: true,
+        hold: false,
         count: 1,
         account: Some(ALICE.into()),
     });
@@ -444,6 +445,7 @@ async fn faults_replace_replies_and_drop_connections_at_their_stage() {
         stage: SmtpStage::Rcpt,
         reply: None,
         close: true,
+        hold: false,
         count: 1,
         account: None,
     });
@@ -458,6 +460,7 @@ async fn faults_replace_replies_and_drop_connections_at_their_stage() {
             "454 4.7.0 Too many login attempts, please try again later. {id} - gsmtp".into(),
         ),
         close: false,
+        hold: false,
         count: 2,
         account: None,
     });
@@ -479,6 +482,7 @@ async fn faults_replace_replies_and_drop_connections_at_their_stage() {
         stage: SmtpStage::DataEnd,
         reply: Some("451 4.3.0 Mail server temporarily rejected message. {id} - gsmtp".into()),
         close: false,
+        hold: false,
         count: 1,
         account: None,
     });
@@ -492,6 +496,50 @@ async fn faults_replace_replies_and_drop_connections_at_their_stage() {
         before,
         "a faulted message is not delivered"
     );
+}
+
+/// `delivered` fires after the message is in the mailbox: the client gets no 250 and cannot tell.
+/// `hold` keeps the session silent until released, then lets it carry on.
+#[tokio::test]
+async fn delivered_faults_drop_after_delivery_and_held_sessions_wait_for_release() {
+    let gsim = start().await;
+    gsim.world().arm_smtp_fault(SmtpFault {
+        stage: SmtpStage::Delivered,
+        reply: None,
+        close: true,
+        hold: false,
+        count: 1,
+        account: None,
+    });
+    let (mut raw, _) = Raw::smtp_authenticated(&gsim, ALICE).await;
+    raw.send(&format!("MAIL FROM:<{ALICE}>")).await;
+    raw.reply().await;
+    raw.send(&format!("RCPT TO:<{CAROL}>")).await;
+    raw.reply().await;
+    raw.send("DATA").await;
+    raw.reply().await;
+    raw.send_bytes(b"From: alice@gmail.com\r\nSubject: s\r\n\r\nhello\r\n.\r\n")
+        .await;
+    assert!(raw.closed().await, "no 250, only a dropped connection");
+    assert_eq!(gsim.world().deliveries(0).len(), 1, "yet Gmail has it");
+
+    gsim.world().arm_smtp_fault(SmtpFault {
+        stage: SmtpStage::DataEnd,
+        reply: None,
+        close: false,
+        hold: true,
+        count: 1,
+        account: None,
+    });
+    let (mut raw, _) = Raw::smtp_authenticated(&gsim, ALICE).await;
+    let world = gsim.world().clone();
+    let held = tokio::spawn(async move { send_one(&mut raw, ALICE).await });
+    gsim.world().wait_held(1).await;
+    assert_eq!(gsim.world().deliveries(0).len(), 1, "held before delivery");
+    gsim.world().release_held();
+    assert!(held.await.unwrap().starts_with("250 2.0.0 OK"));
+    assert_eq!(world.counters().smtp_held, 0);
+    assert_eq!(gsim.world().deliveries(0).len(), 2);
 }
 
 #[tokio::test]

@@ -1,10 +1,15 @@
 //! Delivery: the loop that takes due messages from the queue and sends them through their
 //! servers.
 //!
-//! Messages are leased (stamped with this instance and an expiry) before anything is sent, and
-//! every attempt ends in one transaction that records it and settles the message. A crash leaves
-//! leases behind; they return to the queue when they expire, or at once when this instance
-//! restarts. So nothing accepted is lost, and only a message in hand at the crash can go twice.
+//! Messages are leased (stamped with this instance, a token of the claim and an expiry) before
+//! anything is sent, and every attempt ends in one transaction that records it and settles the
+//! message. Leases in hand are renewed, so no other instance takes a message this one still holds,
+//! and this instance never takes back its own. A crash leaves leases behind; they return to the
+//! queue when they expire, or at once when this instance restarts.
+//!
+//! So nothing accepted is lost, and nothing is sent twice except where mailgate cannot know: the
+//! final dot went out and no answer came (the connection dropped, or mailgate stopped before it
+//! recorded the answer). Those attempts are recorded as "outcome unknown", counted, and shown.
 //!
 //! Each server gets a lane; a lane runs up to three workers, each holding one SMTP session that
 //! it reuses for message after message, and all lanes of one Gmail account share three
@@ -26,10 +31,12 @@ use crate::domain::outgoing::{Failure, RetryPolicy, Verdict, default_daily_limit
 use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::metrics::bump;
 use crate::smtp_out::{SmtpError, SmtpSession, Target};
-use crate::store::{AttemptRecord, Claimed};
+use crate::store::{AttemptRecord, Claimed, Settlement};
 
 /// How long a message stays leased before another instance may take it over.
 const LEASE_SECS: i64 = 600;
+/// Leases in hand are renewed this often, so they never lapse while this instance lives.
+const RENEW_EVERY: i64 = LEASE_SECS / 4;
 /// Messages leased but not yet settled, across all lanes.
 const MAX_IN_FLIGHT: usize = 500;
 const CLAIM_BATCH: usize = 200;
@@ -55,12 +62,15 @@ pub struct Dispatcher {
     stopping: AtomicBool,
     settled: Notify,
     last_purge: Mutex<Timestamp>,
+    last_renewal: Mutex<Timestamp>,
 }
 
 #[derive(Default)]
 struct Lanes {
     lanes: HashMap<i64, Lane>,
-    in_flight: usize,
+    /// Every message claimed and not yet settled or given back (waiting in a lane or being
+    /// sent), with its lease.
+    in_hand: HashMap<String, String>,
 }
 
 struct Lane {
@@ -77,8 +87,27 @@ struct Outcome {
     detail: String,
     /// False when nothing was sent to the server (mailgate's own quota guard).
     counts: bool,
+    /// The final dot went out and no answer came: the server may have the message.
+    unknown: bool,
     /// The Gmail account whose daily quota this send used.
     sent_by: Option<String>,
+}
+
+/// How far one SMTP transaction got.
+enum Transmission {
+    /// The server answered the final dot with 250.
+    Accepted {
+        reply: crate::domain::Reply,
+        refused: Vec<(String, crate::domain::Reply)>,
+    },
+    /// Refused or broken before the final dot: the server cannot have the message.
+    BeforeDot(SmtpError),
+    /// The server answered the final dot with a refusal.
+    Answered(SmtpError),
+    /// The final dot went out and no answer came: the server may have the message.
+    Unknown(SmtpError),
+    /// The final dot was not sent because the store could not note it (or the lease is gone).
+    NotNoted(String),
 }
 
 /// Why an attempt stopped, before the retry policy weighs it.
@@ -167,6 +196,7 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             settled: Notify::new(),
             last_purge: Mutex::new(0),
+            last_renewal: Mutex::new(0),
         })
     }
 
@@ -195,6 +225,7 @@ impl Dispatcher {
                     0
                 }
             };
+            self.app.passes.send_modify(|n| *n += 1);
             if claimed > 0 {
                 continue;
             }
@@ -209,25 +240,28 @@ impl Dispatcher {
         self.stop().await;
     }
 
-    /// Claims what is due (as much as there is room for) and hands it to the lanes. Returns how
-    /// many messages it claimed.
+    /// Renews the leases in hand when due, claims what is due (as much as there is room for) and
+    /// hands it to the lanes. Returns how many messages it claimed.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         self.purge_now_and_then().await;
+        self.renew_now_and_then().await?;
         let room = {
             let lanes = self.lock_lanes();
             MAX_IN_FLIGHT
-                .saturating_sub(lanes.in_flight)
+                .saturating_sub(lanes.in_hand.len())
                 .min(CLAIM_BATCH)
         };
         if room == 0 || self.stopping.load(Ordering::Relaxed) {
             return Ok(0);
         }
         let now = self.app.now();
+        let lease = crate::crypto::random_token();
         let claimed = self
             .app
             .store
             .claim_messages(
                 &self.owner,
+                &lease,
                 now,
                 now + LEASE_SECS,
                 i64::try_from(room).unwrap_or(0),
@@ -246,10 +280,23 @@ impl Dispatcher {
             .collect();
         let count = claimed.len();
         let mut spawn = Vec::new();
+        let mut orphans = Vec::new();
         {
             let mut lanes = self.lock_lanes();
-            lanes.in_flight += count;
             for message in claimed {
+                if lanes.in_hand.contains_key(&message.id) {
+                    // The claim never takes this instance's own leases; should it ever return
+                    // one, the worker holding the message keeps it alone.
+                    tracing::error!(id = %message.id, "claimed a message already in hand; skipped");
+                    continue;
+                }
+                lanes
+                    .in_hand
+                    .insert(message.id.clone(), message.lease.clone());
+                if message.dot_at.is_some() {
+                    orphans.push(message);
+                    continue;
+                }
                 let lane = lanes
                     .lanes
                     .entry(message.server_id)
@@ -272,7 +319,60 @@ impl Dispatcher {
             self.workers.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(Arc::clone(self).work(server_id));
         }
+        for message in orphans {
+            let outcome = self.unknown_after_restart(&message);
+            self.settle(&message, outcome).await;
+        }
         Ok(count)
+    }
+
+    /// A message whose final dot went out in an earlier run that never recorded the answer (it
+    /// crashed or lost its lease in between): Gmail may have it. Waiting would not tell, so it is
+    /// due again at once, with the attempt recorded as "outcome unknown", counted and shown
+    /// rather than silently re-sent.
+    fn unknown_after_restart(&self, message: &Claimed) -> Outcome {
+        bump(&self.app.metrics.unknown_after_restart);
+        let at = message.dot_at.map(format_utc).unwrap_or_default();
+        Outcome {
+            verdict: Verdict::Deferred {
+                until: self.app.now(),
+                reason: format!(
+                    "outcome unknown: the message went to the server at {at}, and mailgate stopped before it recorded the answer; it is sent again, so the recipient may get it twice"
+                ),
+            },
+            stage: Stage::DataEnd,
+            reply: None,
+            detail: "mailgate stopped between the final dot and recording the server's answer"
+                .into(),
+            counts: true,
+            unknown: true,
+            sent_by: None,
+        }
+    }
+
+    /// Pushes back the expiry of every lease in hand, every RENEW_EVERY seconds. Before each
+    /// claim, so a lease in hand cannot lapse between two looks at the queue.
+    async fn renew_now_and_then(&self) -> Result<(), crate::store::StoreError> {
+        let now = self.app.now();
+        {
+            let mut last = self.last_renewal.lock().unwrap_or_else(|p| p.into_inner());
+            if now - *last < RENEW_EVERY {
+                return Ok(());
+            }
+            *last = now;
+        }
+        let leases: Vec<String> = {
+            let lanes = self.lock_lanes();
+            let distinct: std::collections::BTreeSet<&String> = lanes.in_hand.values().collect();
+            distinct.into_iter().cloned().collect()
+        };
+        if !leases.is_empty() {
+            self.app
+                .store
+                .renew_leases(&leases, now + LEASE_SECS)
+                .await?;
+        }
+        Ok(())
     }
 
     fn lock_lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
@@ -300,13 +400,25 @@ impl Dispatcher {
             }
             *last = now;
         }
-        let before = now - self.app.config.retention_days * 86_400;
-        match self.app.store.purge_sent_bodies(before).await {
+        let config = &self.app.config;
+        match self
+            .app
+            .store
+            .purge_bodies(now - config.retention_days * 86_400)
+            .await
+        {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
-                bodies = n,
-                "deleted the bodies of sent messages past retention"
-            ),
+            Ok(n) => tracing::info!(bodies = n, "deleted message bodies past retention"),
+            Err(e) => tracing::error!("retention: {e}"),
+        }
+        match self
+            .app
+            .store
+            .purge_records(now - config.history_days * 86_400)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "deleted message records past history_days"),
             Err(e) => tracing::error!("retention: {e}"),
         }
     }
@@ -368,6 +480,7 @@ impl Dispatcher {
                     reply: None,
                     detail: "no such outgoing mail server".into(),
                     counts: false,
+                    unknown: false,
                     sent_by: None,
                 },
             };
@@ -426,34 +539,30 @@ impl Dispatcher {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let record = AttemptRecord {
-            stage: &stage,
-            reply: outcome.reply.as_deref(),
-            detail: &outcome.detail,
+        let settlement = Settlement {
+            id: &message.id,
+            lease: &message.lease,
+            verdict: &outcome.verdict,
+            attempt: AttemptRecord {
+                stage: &stage,
+                reply: outcome.reply.as_deref(),
+                detail: &outcome.detail,
+            },
+            counts_as_attempt: outcome.counts,
+            outcome_unknown: outcome.unknown,
+            sent_by: outcome.sent_by.as_deref(),
+            now,
         };
-        match self
-            .app
-            .store
-            .finish_attempt(
-                &message.id,
-                &self.owner,
-                &outcome.verdict,
-                &record,
-                outcome.counts,
-                outcome.sent_by.as_deref(),
-                now,
-            )
-            .await
-        {
-            Ok(true) => {}
+        match self.app.store.finish_attempt(&settlement).await {
+            Ok(true) => {
+                tracing::debug!(id = %message.id, state = %outcome.verdict.state(), "attempt recorded")
+            }
             Ok(false) => {
                 tracing::warn!(id = %message.id, "lease lost before the attempt was recorded")
             }
             Err(e) => tracing::error!(id = %message.id, "cannot record the attempt: {e}"),
         }
-        let mut lanes = self.lock_lanes();
-        lanes.in_flight = lanes.in_flight.saturating_sub(1);
-        drop(lanes);
+        self.lock_lanes().in_hand.remove(&message.id);
         self.settled.notify_one();
         self.app.settled.send_modify(|n| *n += 1);
     }
@@ -473,6 +582,7 @@ impl Dispatcher {
             reply: stop.reply,
             detail,
             counts: true,
+            unknown: false,
             sent_by: None,
         }
     }
@@ -501,6 +611,7 @@ impl Dispatcher {
                     reply: None,
                     detail: "no body".into(),
                     counts: false,
+                    unknown: false,
                     sent_by: None,
                 };
             }
@@ -531,17 +642,13 @@ impl Dispatcher {
                     }
                 },
             };
-            match live
-                .send_mail(&message.mail_from, &message.rcpt_to, &body)
-                .await
-            {
-                Ok(sent) => {
+            let error = match self.transmit(&mut live, message, &body).await {
+                Transmission::Accepted { reply, refused } => {
                     *session = Some(live);
-                    let reply = sent.reply.text();
+                    let reply = reply.text();
                     let mut detail = reply.clone();
-                    if !sent.refused.is_empty() {
-                        let refused: Vec<String> = sent
-                            .refused
+                    if !refused.is_empty() {
+                        let refused: Vec<String> = refused
                             .iter()
                             .map(|(rcpt, r)| format!("{rcpt}: {}", r.text()))
                             .collect();
@@ -553,31 +660,62 @@ impl Dispatcher {
                         reply: Some(reply),
                         detail,
                         counts: true,
+                        unknown: false,
                         sent_by: gmail.then(|| account.clone()),
                     };
                 }
-                Err(e) if reused && !fresh_try && stale(&e) => {
-                    // A session from the pool that Gmail had closed: not the message's fault.
+                Transmission::BeforeDot(e) if reused && !fresh_try && stale(&e) => {
+                    // A session from the pool that Gmail had closed: not the message's fault, and
+                    // nothing reached the server that could make a message of it.
                     tracing::debug!("reused session was stale ({e}); reconnecting");
                     continue;
                 }
-                Err(e) => {
-                    if live.abandoned() {
-                        live.abandon().await;
-                    } else if reusable_after(&e) && live.rset().await.is_ok() {
-                        *session = Some(live);
-                    }
-                    let frees = self.quota_frees(&account, now).await;
-                    let stop = Stop::from_smtp(&e, frees);
-                    if let Failure::Quota { until, .. } = &stop.failure {
-                        self.quota
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(account.clone(), *until);
-                    }
-                    return self.outcome(message, stop, e.to_string());
+                Transmission::BeforeDot(e) | Transmission::Answered(e) => e,
+                Transmission::Unknown(e) => {
+                    live.abandon().await;
+                    bump(&self.app.metrics.unknown_after_drop);
+                    let mut outcome = self.outcome(
+                        message,
+                        Stop {
+                            failure: Failure::Temporary(format!(
+                                "outcome unknown: the message was handed over, then {e}; it will be sent again, so the recipient may get it twice"
+                            )),
+                            stage: Stage::DataEnd,
+                            reply: None,
+                        },
+                        format!("no answer after the final dot: {e}"),
+                    );
+                    outcome.unknown = true;
+                    return outcome;
                 }
+                Transmission::NotNoted(reason) => {
+                    // DATA is open: only hanging up keeps the half-sent message from going.
+                    live.abandon().await;
+                    return self.outcome(
+                        message,
+                        Stop {
+                            failure: Failure::Temporary(reason.clone()),
+                            stage: Stage::Data,
+                            reply: None,
+                        },
+                        reason,
+                    );
+                }
+            };
+            if live.abandoned() {
+                live.abandon().await;
+            } else if reusable_after(&error) && live.rset().await.is_ok() {
+                *session = Some(live);
             }
+            let frees = self.quota_frees(&account, now).await;
+            let stop = Stop::from_smtp(&error, frees);
+            if let Failure::Quota { until, .. } = &stop.failure {
+                self.quota
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(account.clone(), *until);
+            }
+            return self.outcome(message, stop, error.to_string());
         }
         self.outcome(
             message,
@@ -588,6 +726,48 @@ impl Dispatcher {
             },
             "two sessions in a row closed before the message could be sent".into(),
         )
+    }
+
+    /// One SMTP transaction for `message`. The final dot goes out only once the store has noted
+    /// it under this worker's lease: a restart that finds the note knows Gmail may have the
+    /// message, and a worker that lost its lease never sends it.
+    async fn transmit(
+        &self,
+        live: &mut SmtpSession,
+        message: &Claimed,
+        body: &[u8],
+    ) -> Transmission {
+        let refused = match live.open_data(&message.mail_from, &message.rcpt_to).await {
+            Ok(refused) => refused,
+            Err(e) => return Transmission::BeforeDot(e),
+        };
+        if let Err(e) = live.write_body(body).await {
+            return Transmission::BeforeDot(e);
+        }
+        match self
+            .app
+            .store
+            .mark_dot(&message.id, &message.lease, self.app.now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Transmission::NotNoted(
+                    "the lease on the message was lost before its final dot; nothing was sent"
+                        .into(),
+                );
+            }
+            Err(e) => {
+                return Transmission::NotNoted(format!(
+                    "the database could not note the attempt ({e}); nothing was sent"
+                ));
+            }
+        }
+        match live.end_data().await {
+            Ok(reply) => Transmission::Accepted { reply, refused },
+            Err(e @ SmtpError::Refused { .. }) => Transmission::Answered(e),
+            Err(e) => Transmission::Unknown(e),
+        }
     }
 
     /// Opens and authenticates a session. For Gmail, a 535 gets one fresh token and one more try;
@@ -736,6 +916,7 @@ impl Dispatcher {
             reply: None,
             detail: "held back by mailgate to stay within Gmail's daily limit".into(),
             counts: false,
+            unknown: false,
             sent_by: None,
         })
     }
@@ -751,21 +932,22 @@ impl Dispatcher {
     /// Graceful shutdown: the messages in hand finish; those waiting in lanes go back.
     async fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let waiting: Vec<String> = {
+        let waiting: Vec<(String, String)> = {
             let mut lanes = self.lock_lanes();
-            let ids: Vec<String> = lanes
+            let waiting: Vec<Claimed> = lanes
                 .lanes
                 .values_mut()
                 .flat_map(|l| l.queue.drain(..))
-                .map(|m| m.id)
                 .collect();
-            lanes.in_flight = lanes.in_flight.saturating_sub(ids.len());
-            ids
+            for m in &waiting {
+                lanes.in_hand.remove(&m.id);
+            }
+            waiting.into_iter().map(|m| (m.id, m.lease)).collect()
         };
         if let Err(e) = self
             .app
             .store
-            .release_messages(&self.owner, &waiting, self.app.now())
+            .release_messages(&waiting, self.app.now())
             .await
         {
             tracing::error!("cannot give messages back to the queue: {e}");

@@ -35,6 +35,9 @@ pub struct App {
     pub outbox_wake: tokio::sync::Notify,
     /// Counts settled delivery attempts, for whoever waits on delivery (tests, `mailgate send`).
     pub settled: tokio::sync::watch::Sender<u64>,
+    /// Counts the delivery loop's passes over the queue (renew leases, claim), for whoever must
+    /// know that a pass happened after some change (tests).
+    pub passes: tokio::sync::watch::Sender<u64>,
     tokens: tokens::RefreshLocks,
     logins: admins::LoginLimiter,
 }
@@ -83,16 +86,18 @@ impl App {
         store.migrate().await?;
         let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
         let google = GoogleClient::new(config.google.clone(), Arc::clone(&tls))?;
+        let smtp_timeout = std::time::Duration::from_secs(config.smtp_timeout_secs);
         Ok(Arc::new(Self {
             config: Arc::new(config),
             store,
             sealer,
             google,
-            smtp: SmtpConnector::new(tls),
+            smtp: SmtpConnector::new(tls, smtp_timeout),
             clock,
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: tokio::sync::Notify::new(),
             settled: tokio::sync::watch::channel(0).0,
+            passes: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),
             logins: admins::LoginLimiter::default(),
         }))

@@ -78,12 +78,13 @@ pub struct SmtpConnector {
 }
 
 impl SmtpConnector {
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+    /// `command_timeout` bounds each wait for a reply and each write of a part of a message.
+    pub fn new(tls: Arc<rustls::ClientConfig>, command_timeout: Duration) -> Self {
         Self {
             tls: TlsConnector::from(tls),
             ehlo_name: "mailgate.localhost".to_string(),
             connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(60),
+            command_timeout,
         }
     }
 
@@ -228,6 +229,8 @@ impl AsyncWrite for Stream {
 /// A server that floods lines must not exhaust memory.
 const MAX_LINE: usize = 4096;
 const MAX_REPLY_LINES: usize = 64;
+/// How much of a message goes per write; each write has the command timeout to itself.
+const BODY_CHUNK: usize = 64 * 1024;
 
 pub struct SmtpSession {
     stream: Stream,
@@ -239,13 +242,6 @@ pub struct SmtpSession {
     /// Protocol and cipher, once secured.
     pub tls: Option<String>,
     abandoned: bool,
-}
-
-/// A message the server accepted, and the recipients it refused for good.
-#[derive(Debug)]
-pub struct Sent {
-    pub reply: Reply,
-    pub refused: Vec<(String, Reply)>,
 }
 
 impl SmtpSession {
@@ -437,9 +433,11 @@ impl SmtpSession {
         self.command(Stage::Data, "DATA", &[354]).await
     }
 
-    /// The message after a 354: dot-stuffed, CRLF line ends, then the final dot.
-    pub async fn send_message(&mut self, message: &[u8]) -> Result<Reply, SmtpError> {
-        let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    /// The message after a 354, dot-stuffed with CRLF line ends, without the final dot (see
+    /// [`Self::end_data`]). Written in chunks, each with its own timeout: a large message over a
+    /// slow link goes as long as it keeps moving, and a peer that stops reading is caught.
+    pub async fn write_body(&mut self, message: &[u8]) -> Result<(), SmtpError> {
+        let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 32);
         let mut at_line_start = true;
         let mut previous = 0u8;
         for &byte in message {
@@ -452,27 +450,35 @@ impl SmtpSession {
             out.push(byte);
             at_line_start = byte == b'\n';
             previous = byte;
+            if out.len() >= BODY_CHUNK {
+                self.send(Stage::Data, &out).await?;
+                out.clear();
+            }
         }
         if !at_line_start {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
-        self.send(Stage::DataEnd, &out).await?;
+        self.send(Stage::Data, &out).await
+    }
+
+    /// The final dot, and the server's verdict on the message. Once this is called, a failure
+    /// other than a reply leaves the outcome unknown: the server may have taken the message.
+    pub async fn end_data(&mut self) -> Result<Reply, SmtpError> {
+        self.send(Stage::DataEnd, b".\r\n").await?;
         self.expect(Stage::DataEnd, &[250]).await
     }
 
-    /// A whole transaction: MAIL, RCPT for each recipient, DATA, then the message. With
-    /// PIPELINING (Gmail offers it) the commands go in one write and their replies are read in
-    /// order, so a message costs two round trips instead of three plus one per recipient.
-    /// `Ok` carries the final reply and the recipients refused for good. A temporary refusal of any
-    /// recipient refuses the whole message (`Err`), and the session must not be reused when that
-    /// happened after DATA: only hanging up discards the half-begun message.
-    pub async fn send_mail(
+    /// The start of a transaction: MAIL, RCPT for each recipient, DATA. With PIPELINING (Gmail
+    /// offers it) the commands go in one write and their replies are read in order, so a message
+    /// costs two round trips instead of three plus one per recipient. `Ok` means the server said
+    /// 354 and waits for the message; it carries the recipients refused for good. A temporary
+    /// refusal of any recipient refuses the whole message (`Err`), and the session must not be
+    /// reused when that happened after DATA: only hanging up discards the half-begun message.
+    pub async fn open_data(
         &mut self,
         from: &str,
         recipients: &[String],
-        message: &[u8],
-    ) -> Result<Sent, SmtpError> {
+    ) -> Result<Vec<(String, Reply)>, SmtpError> {
         let pipelined = self.offers("PIPELINING");
         let mut rcpt_replies = Vec::with_capacity(recipients.len());
         let data_reply;
@@ -585,8 +591,7 @@ impl SmtpSession {
                 challenge: None,
             });
         }
-        let reply = self.send_message(message).await?;
-        Ok(Sent { reply, refused })
+        Ok(refused)
     }
 
     /// True when the session was left mid-transaction and must be closed, not reused.

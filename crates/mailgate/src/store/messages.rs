@@ -1,6 +1,8 @@
 //! The outgoing queue. A message is accepted by one committed INSERT; workers lease messages by
-//! stamping an owner and an expiry on them, and a lease that expires (its worker crashed) makes
-//! the message claimable again. Nothing is deleted but bodies past retention.
+//! stamping an owner, a random lease token and an expiry on them. The holder renews the lease
+//! while the message is in its hands; a lease that expires (its holder crashed or stalled) makes
+//! the message claimable again, and the old holder's token no longer settles it. Bodies, and
+//! later whole records, are deleted past retention.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -36,11 +38,15 @@ pub enum Inserted {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: String,
+    /// The claim's token: renewing the lease and settling the message need it.
+    pub lease: String,
     pub server_id: i64,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub attempts: i64,
     pub created_at: Timestamp,
+    /// When an earlier attempt sent the final dot without its outcome being recorded.
+    pub dot_at: Option<Timestamp>,
 }
 
 /// What one attempt did, for the attempt log.
@@ -48,6 +54,21 @@ pub struct AttemptRecord<'a> {
     pub stage: &'a str,
     pub reply: Option<&'a str>,
     pub detail: &'a str,
+}
+
+/// The end of one attempt, recorded in one transaction.
+pub struct Settlement<'a> {
+    pub id: &'a str,
+    pub lease: &'a str,
+    pub verdict: &'a Verdict,
+    pub attempt: AttemptRecord<'a>,
+    /// False when nothing reached the server (mailgate's own quota guard held it back).
+    pub counts_as_attempt: bool,
+    /// The final dot went out but no answer came: the server may have the message.
+    pub outcome_unknown: bool,
+    /// The Gmail account whose daily quota the send used.
+    pub sent_by: Option<&'a str>,
+    pub now: Timestamp,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,6 +97,9 @@ pub struct MessageRecord {
     pub created_at: Timestamp,
     pub sent_at: Option<Timestamp>,
     pub has_body: bool,
+    /// Attempts that ended without an answer after the final dot: a duplicate is possible.
+    pub unknown_outcomes: i64,
+    pub api_key_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,7 +118,7 @@ pub struct MessageFilter {
 macro_rules! columns {
     () => {
         "id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, attempts, \
-         next_attempt_at, last_error, created_at, sent_at, \
+         next_attempt_at, last_error, created_at, sent_at, unknown_outcomes, api_key_id, \
          CAST(CASE WHEN body IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_body"
     };
 }
@@ -124,6 +148,8 @@ fn record_from_row(row: &AnyRow) -> Result<MessageRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         sent_at: opt_i64(row, "sent_at")?,
         has_body: row.try_get::<i64, _>("has_body")? != 0,
+        unknown_outcomes: row.try_get("unknown_outcomes")?,
+        api_key_id: opt_i64(row, "api_key_id")?,
     })
 }
 
@@ -190,30 +216,34 @@ impl Store {
             .transpose()?)
     }
 
-    /// Leases up to `limit` messages that are due (or whose lease expired) to `owner`.
+    /// Leases up to `limit` messages that are due (or whose lease expired) to `owner`, under the
+    /// fresh token `lease`.
     pub async fn claim_messages(
         &self,
         owner: &str,
+        lease: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         // The state test is repeated outside the subquery: PostgreSQL re-checks it after waiting
-        // on a row another instance just claimed, so no message is claimed twice.
+        // on a row another instance just claimed, so no message is claimed twice. An expired
+        // lease is taken over only from another owner: this instance renews what it holds, and
+        // taking back its own would hand one message to two of its workers.
         let sql = match self.backend() {
             Backend::Sqlite => {
-                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 \
+                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
                  WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                 OR (state = 'sending' AND lease_until <= $3) ORDER BY next_attempt_at, id LIMIT $4) \
-                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3)) \
-                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at"
+                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1) ORDER BY next_attempt_at, id LIMIT $4) \
+                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
+                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at"
             }
             Backend::Postgres => {
-                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3 \
+                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
                  WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                 OR (state = 'sending' AND lease_until <= $3) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3)) \
-                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at"
+                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
+                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at"
             }
         };
         let rows = sqlx::query(sql)
@@ -221,6 +251,7 @@ impl Store {
             .bind(lease_until)
             .bind(now)
             .bind(limit)
+            .bind(lease)
             .fetch_all(self.pool())
             .await?;
         let mut claimed = rows
@@ -228,6 +259,8 @@ impl Store {
             .map(|r| {
                 Ok(Claimed {
                     id: r.try_get("id")?,
+                    lease: lease.to_string(),
+                    dot_at: opt_i64(r, "dot_at")?,
                     server_id: r.try_get("server_id")?,
                     mail_from: r.try_get("mail_from")?,
                     rcpt_to: rcpts(&r.try_get::<String, _>("rcpt_to")?),
@@ -262,21 +295,55 @@ impl Store {
         })
     }
 
-    /// Records an attempt and its verdict in one transaction, with the send counted against
-    /// `sent_by`'s daily quota when it went out. Only the lease's owner may: a worker that lost its
-    /// lease (it stalled past expiry) must not overwrite a newer attempt.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn finish_attempt(
+    /// Pushes back the expiry of the leases held under `leases`: the holder is alive and the
+    /// messages are still in its hands (waiting in a lane or being sent).
+    pub async fn renew_leases(
+        &self,
+        leases: &[String],
+        lease_until: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut renewed = 0;
+        for lease in leases {
+            renewed += sqlx::query(
+                "UPDATE messages SET lease_until = $1 WHERE lease_token = $2 AND state = 'sending'",
+            )
+            .bind(lease_until)
+            .bind(lease)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        }
+        Ok(renewed)
+    }
+
+    /// Notes that the final dot of this attempt is about to go out. Committed before the dot is
+    /// written, so a restart that finds it knows the server may have the message. False when the
+    /// lease was lost: the dot must not go.
+    pub async fn mark_dot(
         &self,
         id: &str,
-        owner: &str,
-        verdict: &Verdict,
-        attempt: &AttemptRecord<'_>,
-        counts_as_attempt: bool,
-        sent_by: Option<&str>,
+        lease: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (state, next, error, sent_at) = match verdict {
+        Ok(sqlx::query(
+            "UPDATE messages SET dot_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'sending'",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(lease)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Records an attempt and its verdict in one transaction, with the send counted against
+    /// `sent_by`'s daily quota when it went out. Only the current lease may: a worker that lost
+    /// its lease (it stalled past expiry and another took the message) must not overwrite a
+    /// newer attempt.
+    pub async fn finish_attempt(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
+        let now = s.now;
+        let (state, next, error, sent_at) = match s.verdict {
             Verdict::Sent => (MessageState::Sent, now, None, Some(now)),
             Verdict::Deferred { until, reason } => {
                 (MessageState::Deferred, *until, Some(reason.as_str()), None)
@@ -287,35 +354,42 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE messages SET state = $1, next_attempt_at = $2, last_error = $3, sent_at = COALESCE($4, sent_at), \
-             attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6 \
-             WHERE id = $7 AND lease_owner = $8 AND state = 'sending'",
+             attempts = attempts + $5, unknown_outcomes = unknown_outcomes + $6, lease_owner = NULL, lease_until = NULL, \
+             lease_token = NULL, dot_at = NULL, updated_at = $7 \
+             WHERE id = $8 AND lease_token = $9 AND state = 'sending'",
         )
         .bind(state.code())
         .bind(next)
         .bind(error)
         .bind(sent_at)
-        .bind(i64::from(counts_as_attempt))
+        .bind(i64::from(s.counts_as_attempt))
+        .bind(i64::from(s.outcome_unknown))
         .bind(now)
-        .bind(id)
-        .bind(owner)
+        .bind(s.id)
+        .bind(s.lease)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated != 1 {
             return Ok(false);
         }
+        let outcome = if s.outcome_unknown {
+            "unknown"
+        } else {
+            state.code()
+        };
         sqlx::query(
             "INSERT INTO attempts (message_id, at, outcome, stage, reply, detail) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(id)
+        .bind(s.id)
         .bind(now)
-        .bind(state.code())
-        .bind(attempt.stage)
-        .bind(attempt.reply)
-        .bind(attempt.detail)
+        .bind(outcome)
+        .bind(s.attempt.stage)
+        .bind(s.attempt.reply)
+        .bind(s.attempt.detail)
         .execute(&mut *tx)
         .await?;
-        if let (Verdict::Sent, Some(account)) = (verdict, sent_by) {
+        if let (Verdict::Sent, Some(account)) = (s.verdict, s.sent_by) {
             sqlx::query(
                 "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
                  ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
@@ -332,18 +406,17 @@ impl Store {
     /// Gives leased messages back untouched (graceful shutdown): due again at once.
     pub async fn release_messages(
         &self,
-        owner: &str,
-        ids: &[String],
+        messages: &[(String, String)],
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        for id in ids {
+        for (id, lease) in messages {
             sqlx::query(
-                "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, updated_at = $1 \
-                 WHERE id = $2 AND lease_owner = $3 AND state = 'sending'",
+                "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
+                 next_attempt_at = $1, updated_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'sending'",
             )
             .bind(now)
             .bind(id)
-            .bind(owner)
+            .bind(lease)
             .execute(self.pool())
             .await?;
         }
@@ -357,8 +430,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, updated_at = $1 \
-             WHERE state = 'sending' AND lease_owner = $2",
+            "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
+             next_attempt_at = $1, updated_at = $1 WHERE state = 'sending' AND lease_owner = $2",
         )
         .bind(now)
         .bind(owner)
@@ -525,14 +598,37 @@ impl Store {
         Ok((sent, frees))
     }
 
-    /// Retention: bodies of messages sent before `before` are deleted; the record stays.
-    pub async fn purge_sent_bodies(&self, before: Timestamp) -> Result<u64, StoreError> {
+    /// Retention: the bodies of messages that reached an end (sent, failed, cancelled) before
+    /// `before` are deleted; the record stays.
+    pub async fn purge_bodies(&self, before: Timestamp) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE messages SET body = NULL WHERE state = 'sent' AND sent_at < $1 AND body IS NOT NULL",
+            "UPDATE messages SET body = NULL WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < $1 AND body IS NOT NULL",
         )
         .bind(before)
         .execute(self.pool())
         .await?
         .rows_affected())
+    }
+
+    /// Retention: whole records (and their attempts) of messages that reached an end before
+    /// `before`.
+    pub async fn purge_records(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "DELETE FROM attempts WHERE message_id IN \
+             (SELECT id FROM messages WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < $1)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(
+            "DELETE FROM messages WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < $1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
     }
 }

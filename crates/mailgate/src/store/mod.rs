@@ -20,7 +20,7 @@ pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::ApiKeyRecord;
 pub use connections::{ConnectionRecord, NewConnection};
 pub use messages::{
-    Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage,
+    Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage, Settlement,
 };
 pub use oauth_states::{OauthState, StateLookup};
 pub use settings::GoogleSettings;

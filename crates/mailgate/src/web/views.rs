@@ -106,6 +106,8 @@ pub struct EmailRow {
     pub subject: String,
     pub server: String,
     pub attempts: i64,
+    /// Some attempt ended without an answer after the final dot.
+    pub possibly_twice: bool,
 }
 
 #[derive(Template, WebTemplate)]

@@ -195,6 +195,7 @@ async fn servers_list_and_test_work_from_the_shell() {
         stage: gsim::SmtpStage::Mail,
         reply: Some("550 5.4.5 Daily user sending quota exceeded. {id} - gsmtp".into()),
         close: false,
+        hold: false,
         count: 1,
         account: None,
     });

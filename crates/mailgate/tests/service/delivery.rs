@@ -26,6 +26,7 @@ fn fault(stage: gsim::SmtpStage, reply: Option<&str>, close: bool, count: u32) -
         stage,
         reply: reply.map(str::to_string),
         close,
+        hold: false,
         count,
         account: None,
     }

@@ -28,6 +28,7 @@ async fn the_list_filters_searches_and_links_to_each_message() {
         stage: gsim::SmtpStage::Mail,
         reply: Some("421 4.7.0 Try again later, closing connection.".into()),
         close: true,
+        hold: false,
         count: 2,
         account: None,
     });
@@ -76,6 +77,7 @@ async fn retry_sends_a_deferred_message_now_and_cancel_stops_one() {
         stage: gsim::SmtpStage::Mail,
         reply: Some("451 4.3.0 Mail server temporarily rejected message. {id} - gsmtp".into()),
         close: false,
+        hold: false,
         count: 2,
         account: None,
     });
@@ -141,7 +143,7 @@ async fn bodies_of_sent_messages_are_deleted_after_the_retention_period() {
     let purged = t
         .app
         .store
-        .purge_sent_bodies(t.app.now() - 2 * 86_400)
+        .purge_bodies(t.app.now() - 2 * 86_400)
         .await
         .unwrap();
     assert_eq!(purged, 1);

@@ -4,6 +4,7 @@
 
 mod admin_access;
 mod api;
+mod at_most_once;
 mod cli;
 mod connect_gmail;
 mod crash;

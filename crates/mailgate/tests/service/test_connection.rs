@@ -56,6 +56,7 @@ async fn a_535_shows_googles_reply_and_asks_for_a_reconnect() {
         stage: gsim::SmtpStage::Auth,
         reply: Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp".into()),
         close: false,
+        hold: false,
         count: 2,
         account: None,
     });

@@ -103,6 +103,7 @@ pub async fn status(
         "sent_at": message.sent_at,
         "next_attempt_at": (matches!(message.state.code(), "queued" | "deferred")).then_some(message.next_attempt_at),
         "last_error": message.last_error,
+        "unknown_outcomes": message.unknown_outcomes,
         "attempts": attempts,
     })))
 }

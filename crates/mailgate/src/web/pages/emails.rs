@@ -105,6 +105,7 @@ pub async fn list(
                 .cloned()
                 .unwrap_or_else(|| "(deleted)".into()),
             attempts: r.attempts,
+            possibly_twice: r.unknown_outcomes > 0,
             id: r.id,
         })
         .collect();
