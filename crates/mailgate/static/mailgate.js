@@ -13,20 +13,13 @@ document.addEventListener("click", (event) => {
   });
 });
 
-// The server form: show what the chosen authentication needs, and fill Gmail's defaults when
-// Gmail OAuth is picked (smtp.gmail.com, 587, STARTTLS), as Flectra does.
+// The server form: show what the chosen authentication needs (the CSS reads data-auth, which the
+// page sets for the saved choice), and clear a typed password when Gmail OAuth is picked.
 const form = document.getElementById("server-form");
 if (form) {
-  const sync = (fillDefaults) => {
-    const auth = form.querySelector("input[name=auth]:checked");
-    form.dataset.auth = auth ? auth.value : "";
-    if (fillDefaults && auth && auth.value === "gmail") {
-      form.elements.host.value = form.dataset.gmailHost;
-      form.elements.port.value = form.dataset.gmailPort;
-      form.elements.security.value = form.dataset.gmailPort === "465" ? "tls" : "starttls";
-      form.elements.password.value = "";
-    }
-  };
-  form.addEventListener("change", (event) => { if (event.target.name === "auth") sync(true); });
-  sync(false);
+  form.addEventListener("change", (event) => {
+    if (event.target.name !== "auth") return;
+    form.dataset.auth = event.target.value;
+    if (event.target.value === "gmail") form.elements.password.value = "";
+  });
 }

@@ -30,7 +30,7 @@ use crate::clock::{Timestamp, format_utc};
 use crate::domain::outgoing::{Failure, RetryPolicy, Verdict, default_daily_limit};
 use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::metrics::bump;
-use crate::smtp_out::{SmtpError, SmtpSession, Target};
+use crate::smtp_out::{SmtpError, SmtpSession};
 use crate::store::{AttemptRecord, Claimed, Settlement};
 
 /// How long a message stays leased before another instance may take it over.
@@ -634,9 +634,10 @@ impl Dispatcher {
                 None => match self.connect(server).await {
                     Ok(s) => s,
                     Err(stop) => {
+                        let target = self.app.smtp_target(server);
                         let detail = format!(
                             "could not open a session with {}:{}",
-                            server.host, server.port
+                            target.host, target.port
                         );
                         return self.outcome(message, stop, detail);
                     }
@@ -773,11 +774,7 @@ impl Dispatcher {
     /// Opens and authenticates a session. For Gmail, a 535 gets one fresh token and one more try;
     /// a second 535 means the connection needs a human, and the server is marked so.
     async fn connect(&self, server: &MailServer) -> Result<SmtpSession, Stop> {
-        let target = Target {
-            host: server.host.clone(),
-            port: server.port,
-            security: server.security,
-        };
+        let target = self.app.smtp_target(server);
         let now = self.app.now();
         let metrics = &self.app.metrics;
         match server.auth {

@@ -12,7 +12,6 @@ use crate::config::SecretKeySource;
 use crate::domain::connection::EXPIRY_WARNING_SECS;
 use crate::domain::{AuthMethod, TokenBadge};
 use crate::google::{AuthorizeProbe, AuthorizeRequest, GoogleError};
-use crate::smtp_out::Target;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -507,13 +506,9 @@ impl App {
     }
 
     async fn check_smtp(&self, server: &crate::domain::MailServer, id: &str) -> Check {
-        let target = Target {
-            host: server.host.clone(),
-            port: server.port,
-            security: server.security,
-        };
+        let target = self.smtp_target(server);
         let id = format!("{id}:smtp");
-        let title = format!("{} SMTP {}:{}", server.name, server.host, server.port);
+        let title = format!("{} SMTP {}:{}", server.name, target.host, target.port);
         match self.smtp.connect(&target).await {
             Ok(session) => {
                 let tls = session.tls.clone().unwrap_or_default();

@@ -1,7 +1,9 @@
 //! Outgoing Mail Servers: list, create, change, delete, each Gmail one with its token badge.
 
 use super::{App, AppError};
+use crate::domain::mail_server::gmail_security;
 use crate::domain::{AuthMethod, GoogleConnection, MailServer, ServerDraft, TokenBadge};
+use crate::smtp_out::Target;
 use crate::store::StoreError;
 
 /// A server with what the list and form show about its Google connection.
@@ -13,6 +15,17 @@ pub struct ServerSummary {
 }
 
 impl App {
+    /// Where a session of `server` connects: for Gmail OAuth, always the configured Gmail
+    /// endpoint (see [`MailServer::endpoint`]).
+    pub fn smtp_target(&self, server: &MailServer) -> Target {
+        let (endpoint, security) = server.endpoint(&self.config.gmail_smtp);
+        Target {
+            host: endpoint.host,
+            port: endpoint.port,
+            security,
+        }
+    }
+
     pub async fn server_summaries(&self) -> Result<Vec<ServerSummary>, AppError> {
         let client_id = self.google_settings().await?.client_id;
         let connections = self.store.connections().await?;
@@ -43,18 +56,16 @@ impl App {
             auth: AuthMethod::Gmail.code().into(),
             host: self.config.gmail_smtp.host.clone(),
             port: self.config.gmail_smtp.port.to_string(),
-            security: if self.config.gmail_smtp.port == 465 {
-                "tls".into()
-            } else {
-                "starttls".into()
-            },
+            security: gmail_security(self.config.gmail_smtp.port).code().into(),
             priority: "10".into(),
             ..Default::default()
         }
     }
 
     pub async fn create_server(&self, draft: &ServerDraft) -> Result<i64, AppError> {
-        let valid = draft.validate(false).map_err(AppError::Invalid)?;
+        let valid = draft
+            .validate(None, &self.config.gmail_smtp)
+            .map_err(AppError::Invalid)?;
         self.store
             .create_server(&self.sealer, &valid, self.now())
             .await
@@ -68,7 +79,7 @@ impl App {
             .await?
             .ok_or(AppError::NotFound("Outgoing mail server"))?;
         let valid = draft
-            .validate(current.has_password)
+            .validate(Some(&current), &self.config.gmail_smtp)
             .map_err(AppError::Invalid)?;
         self.store
             .update_server(&self.sealer, id, &valid, self.now())

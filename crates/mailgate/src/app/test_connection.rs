@@ -9,7 +9,7 @@ use super::tokens::TokenError;
 use super::{App, AppError};
 use crate::clock::Timestamp;
 use crate::domain::{AuthMethod, MailServer, Stage};
-use crate::smtp_out::{SmtpError, SmtpSession, Target};
+use crate::smtp_out::{SmtpError, SmtpSession};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestReport {
@@ -134,11 +134,7 @@ impl Run<'_> {
     }
 
     async fn connect(&mut self) -> Result<SmtpSession, TestFailure> {
-        let target = Target {
-            host: self.server.host.clone(),
-            port: self.server.port,
-            security: self.server.security,
-        };
+        let target = self.app.smtp_target(self.server);
         let session = self
             .app
             .smtp
@@ -152,8 +148,8 @@ impl Run<'_> {
             .unwrap_or_else(|| ", without TLS".into());
         self.steps.push(format!(
             "Connected to {}:{}{tls}; the server said: {}",
-            self.server.host,
-            self.server.port,
+            target.host,
+            target.port,
             session.greeting.text()
         ));
         Ok(session)

@@ -150,11 +150,30 @@ impl MailServer {
             || self.aliases.iter().any(|a| a == address.as_str())
     }
 
-    pub fn endpoint(&self) -> HostPort {
-        HostPort {
-            host: self.host.clone(),
-            port: self.port,
+    /// Where sessions of this server go. A Gmail OAuth server always goes to the configured
+    /// Gmail endpoint, whatever its row says: its token opens the whole mailbox (scope
+    /// `https://mail.google.com/`) and must reach Google and nothing else.
+    pub fn endpoint(&self, gmail: &HostPort) -> (HostPort, Security) {
+        match self.auth {
+            AuthMethod::Gmail => (gmail.clone(), gmail_security(gmail.port)),
+            AuthMethod::Password | AuthMethod::None => (
+                HostPort {
+                    host: self.host.clone(),
+                    port: self.port,
+                },
+                self.security,
+            ),
         }
+    }
+}
+
+/// Gmail's submission ports: 465 speaks TLS from the first byte, 587 (or any other) upgrades with
+/// STARTTLS.
+pub fn gmail_security(port: u16) -> Security {
+    if port == 465 {
+        Security::Tls
+    } else {
+        Security::StartTls
     }
 }
 
@@ -231,9 +250,15 @@ impl fmt::Display for FieldErrors {
 }
 
 impl ServerDraft {
-    /// Checks every field and reports every problem at once. `had_password` says whether a
-    /// password is already stored (a blank password field keeps it).
-    pub fn validate(&self, had_password: bool) -> Result<ValidServer, FieldErrors> {
+    /// Checks every field and reports every problem at once. `current` is the saved server when
+    /// this changes one: a blank password field keeps its password, unless the host, port or
+    /// security changed (a saved password goes only where it was typed for). A Gmail server's
+    /// endpoint is `gmail`, the configured one: the form's host, port and security do not apply.
+    pub fn validate(
+        &self,
+        current: Option<&MailServer>,
+        gmail: &HostPort,
+    ) -> Result<ValidServer, FieldErrors> {
         let mut errors = FieldErrors::default();
         let name = self.name.trim().to_string();
         if name.is_empty() {
@@ -248,11 +273,20 @@ impl ServerDraft {
             errors.add("auth", "Choose how to authenticate.");
             AuthMethod::None
         });
-        let security = Security::parse(self.security.trim()).unwrap_or_else(|| {
-            errors.add("security", "Choose a connection security.");
-            Security::StartTls
-        });
-        let host = self.host.trim().to_ascii_lowercase();
+        let gmail_oauth = auth == AuthMethod::Gmail;
+        let security = match Security::parse(self.security.trim()) {
+            _ if gmail_oauth => gmail_security(gmail.port),
+            Some(security) => security,
+            None => {
+                errors.add("security", "Choose a connection security.");
+                Security::StartTls
+            }
+        };
+        let host = if gmail_oauth {
+            gmail.host.clone()
+        } else {
+            self.host.trim().to_ascii_lowercase()
+        };
         if host.is_empty() {
             errors.add("host", "Enter the SMTP host, e.g. smtp.gmail.com.");
         } else if !(is_domain(&host)
@@ -265,6 +299,7 @@ impl ServerDraft {
             );
         }
         let port = match self.port.trim().parse::<u16>() {
+            _ if gmail_oauth => gmail.port,
             Ok(p) if p > 0 => p,
             _ => {
                 errors.add(
@@ -346,18 +381,20 @@ impl ServerDraft {
                         format!("Please leave the password field empty for Gmail mail server “{name}”. The OAuth process does not require it."),
                     );
                 }
-                if security == Security::None {
-                    errors.add(
-                        "security",
-                        "Gmail requires TLS: choose STARTTLS (port 587) or SSL/TLS (port 465).",
-                    );
-                }
             }
             AuthMethod::Password => {
                 if username.is_empty() {
                     errors.add("username", "Enter the username to log in with.");
                 }
-                if new_password.is_none() && !had_password {
+                let stored = current.filter(|c| c.has_password && c.auth == AuthMethod::Password);
+                let moved = stored
+                    .is_some_and(|c| c.host != host || c.port != port || c.security != security);
+                if new_password.is_none() && moved {
+                    errors.add(
+                        "password",
+                        "Type the password again: the host, port or connection security changed, and mailgate sends a saved password only to the server it was saved for.",
+                    );
+                } else if new_password.is_none() && stored.is_none() {
                     errors.add("password", "Enter the password to log in with.");
                 }
             }
@@ -481,31 +518,67 @@ mod tests {
         }
     }
 
+    fn gmail_endpoint() -> HostPort {
+        HostPort {
+            host: "smtp.gmail.com".into(),
+            port: 587,
+        }
+    }
+
     #[test]
     fn a_proper_gmail_server_passes_and_is_normalised() {
-        let valid = gmail().validate(false).unwrap();
+        let valid = gmail().validate(None, &gmail_endpoint()).unwrap();
         assert_eq!(valid.username.as_deref(), Some("alice@gmail.com"));
         assert_eq!(valid.port, 587);
     }
 
+    /// The form cannot point a Gmail server elsewhere: the account's token would go there.
     #[test]
-    fn gmail_rules_refuse_password_plaintext_and_a_bad_username() {
+    fn a_gmail_server_always_uses_the_configured_gmail_endpoint() {
+        let mut draft = gmail();
+        draft.host = "smtp.attacker.example".into();
+        draft.port = "2525".into();
+        draft.security = "none".into();
+        let valid = draft.validate(None, &gmail_endpoint()).unwrap();
+        assert_eq!(
+            (valid.host.as_str(), valid.port, valid.security),
+            ("smtp.gmail.com", 587, Security::StartTls)
+        );
+        let implicit = HostPort {
+            host: "smtp.gmail.com".into(),
+            port: 465,
+        };
+        assert_eq!(
+            draft.validate(None, &implicit).unwrap().security,
+            Security::Tls
+        );
+        let saved = MailServer {
+            auth: AuthMethod::Gmail,
+            username: Some("alice@gmail.com".into()),
+            host: "smtp.attacker.example".into(),
+            port: 25,
+            security: Security::None,
+            ..server(1, None)
+        };
+        let (endpoint, security) = saved.endpoint(&gmail_endpoint());
+        assert_eq!(
+            (endpoint.to_string(), security),
+            ("smtp.gmail.com:587".to_string(), Security::StartTls),
+            "a row written before this rule is not followed either"
+        );
+    }
+
+    #[test]
+    fn gmail_rules_refuse_a_password_and_a_bad_username() {
         let mut draft = gmail();
         draft.password = Some(SecretString::from("hunter2"));
-        draft.security = "none".into();
         draft.username = "alice".into();
-        let errors = draft.validate(false).unwrap_err();
+        let errors = draft.validate(None, &gmail_endpoint()).unwrap_err();
         assert!(
             errors
                 .get("password")
                 .unwrap()
                 .contains("leave the password field empty")
-        );
-        assert!(
-            errors
-                .get("security")
-                .unwrap()
-                .contains("Gmail requires TLS")
         );
         assert!(
             errors
@@ -517,7 +590,7 @@ mod tests {
         draft.username = String::new();
         assert!(
             draft
-                .validate(false)
+                .validate(None, &gmail_endpoint())
                 .unwrap_err()
                 .get("username")
                 .unwrap()
@@ -537,7 +610,7 @@ mod tests {
             priority: "high".into(),
             ..Default::default()
         };
-        let errors = draft.validate(false).unwrap_err();
+        let errors = draft.validate(None, &gmail_endpoint()).unwrap_err();
         let fields: Vec<&str> = errors.0.iter().map(|(f, _)| *f).collect();
         assert_eq!(
             fields,
@@ -546,11 +619,46 @@ mod tests {
     }
 
     #[test]
-    fn password_servers_keep_a_stored_password_when_the_field_is_blank() {
+    fn a_saved_password_is_kept_only_while_the_server_stays_where_it_was() {
         let mut draft = gmail();
         draft.auth = "password".into();
         draft.username = "relay-user".into();
-        assert!(draft.validate(false).unwrap_err().get("password").is_some());
-        assert!(draft.validate(true).is_ok());
+        draft.host = "smtp.example.com".into();
+        let endpoint = gmail_endpoint();
+        assert!(
+            draft
+                .validate(None, &endpoint)
+                .unwrap_err()
+                .get("password")
+                .is_some()
+        );
+        let saved = MailServer {
+            auth: AuthMethod::Password,
+            username: Some("relay-user".into()),
+            has_password: true,
+            host: "smtp.example.com".into(),
+            port: 587,
+            security: Security::StartTls,
+            ..server(1, None)
+        };
+        assert!(draft.validate(Some(&saved), &endpoint).is_ok());
+        for change in [
+            |d: &mut ServerDraft| d.host = "smtp.elsewhere.example".into(),
+            |d: &mut ServerDraft| d.port = "2525".into(),
+            |d: &mut ServerDraft| d.security = "none".into(),
+        ] {
+            let mut moved = draft.clone();
+            change(&mut moved);
+            let errors = moved.validate(Some(&saved), &endpoint).unwrap_err();
+            assert!(
+                errors
+                    .get("password")
+                    .unwrap()
+                    .contains("Type the password again"),
+                "{errors}"
+            );
+            moved.password = Some(SecretString::from("typed again"));
+            assert!(moved.validate(Some(&saved), &endpoint).is_ok());
+        }
     }
 }

@@ -241,8 +241,8 @@ pub struct ServerFormPage {
     pub auth_options: Vec<(&'static str, &'static str)>,
     pub security_options: Vec<(&'static str, &'static str)>,
     pub from_policy_options: Vec<(&'static str, &'static str)>,
-    pub gmail_host: String,
-    pub gmail_port: u16,
+    /// Where every Gmail OAuth server connects: `smtp.gmail.com:587 (STARTTLS)`.
+    pub gmail_endpoint: String,
 }
 
 #[derive(Template, WebTemplate)]

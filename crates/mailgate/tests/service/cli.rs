@@ -156,6 +156,8 @@ async fn servers_list_and_test_work_from_the_shell() {
             "MAILGATE_EXTRA_CA_FILE",
             endpoints.ca_cert.display().to_string(),
         ),
+        // A Gmail server connects only to the configured Gmail endpoint.
+        ("MAILGATE_GMAIL_SMTP", endpoints.smtp_starttls.to_string()),
     ];
     let list = tokio::task::spawn_blocking({
         let env = env.clone();

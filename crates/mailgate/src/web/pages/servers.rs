@@ -15,6 +15,7 @@ use crate::app::test_connection::TestReport;
 use crate::app::{App, AppError};
 use crate::clock::{format_utc, relative};
 use crate::domain::connection::EXPIRY_WARNING_SECS;
+use crate::domain::mail_server::gmail_security;
 use crate::domain::{AuthMethod, FieldErrors, FromPolicy, Security, ServerDraft, TokenBadge};
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
@@ -36,12 +37,15 @@ pub async fn list(
             id: s.server.id,
             auth: s.server.auth.label(),
             username: s.server.username.clone().unwrap_or_default(),
-            endpoint: format!(
-                "{}:{} ({})",
-                s.server.host,
-                s.server.port,
-                s.server.security.label()
-            ),
+            endpoint: {
+                let target = app.smtp_target(&s.server);
+                format!(
+                    "{}:{} ({})",
+                    target.host,
+                    target.port,
+                    target.security.label()
+                )
+            },
             badge: s.badge.as_ref().map(|b| (b.label(), b.css())),
             priority: s.server.priority,
             name: s.server.name,
@@ -146,8 +150,11 @@ async fn form_page(
             .iter()
             .map(|p| (p.code(), p.label()))
             .collect(),
-        gmail_host: app.config.gmail_smtp.host.clone(),
-        gmail_port: app.config.gmail_smtp.port,
+        gmail_endpoint: format!(
+            "{} ({})",
+            app.config.gmail_smtp,
+            gmail_security(app.config.gmail_smtp.port).label()
+        ),
     })
 }
 
