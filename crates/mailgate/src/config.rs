@@ -81,6 +81,8 @@ pub struct Config {
     pub history_days: i64,
     /// Seconds an SMTP server may take to answer a command or to take the next part of a message.
     pub smtp_timeout_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; nobody else's is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Things worth telling the operator at start (unknown environment variables).
     pub warnings: Vec<String>,
 }
@@ -98,6 +100,7 @@ struct FileConfig {
     retention_days: Option<i64>,
     history_days: Option<i64>,
     smtp_timeout_secs: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     google: FileGoogle,
     #[serde(default)]
@@ -139,6 +142,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_RETENTION_DAYS", "retention_days"),
     ("MAILGATE_HISTORY_DAYS", "history_days"),
     ("MAILGATE_SMTP_TIMEOUT_SECS", "smtp_timeout_secs"),
+    ("MAILGATE_TRUSTED_PROXIES", "trusted_proxies"),
     ("MAILGATE_LOG", "(environment only)"),
     ("MAILGATE_LOG_FORMAT", "(environment only)"),
 ];
@@ -272,6 +276,25 @@ impl Config {
             file_config.smtp_timeout_secs,
             60,
         )?;
+        let trusted_proxies = match env.get("MAILGATE_TRUSTED_PROXIES") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            None => file_config.trusted_proxies.unwrap_or_default(),
+        }
+        .iter()
+        .map(|text| {
+            text.parse().map_err(|_| {
+                invalid(
+                    "trusted_proxies",
+                    format!("`{text}` is not an IP address like 127.0.0.1 or ::1"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             data_dir,
             database_url,
@@ -286,6 +309,7 @@ impl Config {
             retention_days,
             history_days,
             smtp_timeout_secs,
+            trusted_proxies,
             warnings,
         })
     }

@@ -11,6 +11,7 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -36,6 +37,9 @@ pub enum CryptoError {
 
 pub struct Sealer {
     key: LessSafeKey,
+    /// Signs what mailgate hands out and must recognise later (a browser's sign-in record),
+    /// derived from the installation key so it needs no file of its own.
+    mac: hmac::Key,
     rng: SystemRandom,
 }
 
@@ -67,10 +71,27 @@ impl Sealer {
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| CryptoError::BadKey("was refused by AES-256-GCM".into()))?;
+        let mac_key = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            b"mailgate signing key v1",
+        );
         Ok(Self {
             key: LessSafeKey::new(key),
+            mac: hmac::Key::new(hmac::HMAC_SHA256, mac_key.as_ref()),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// A tag over `data`, bound to `purpose`, in URL-safe base64.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, &signed_bytes(purpose, data)))
+    }
+
+    /// Whether `tag` is [`Sealer::sign`]'s tag for `data` and `purpose` (constant time).
+    pub fn verify(&self, purpose: &str, data: &str, tag: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(tag)
+            .is_ok_and(|tag| hmac::verify(&self.mac, &signed_bytes(purpose, data), &tag).is_ok())
     }
 
     /// `[version][nonce][ciphertext + tag]`, bound to `purpose`.
@@ -121,6 +142,11 @@ impl Sealer {
             .map(SecretString::from)
             .map_err(|_| CryptoError::Open)
     }
+}
+
+/// `purpose NUL data`: no purpose's data can pass for another's.
+fn signed_bytes(purpose: &str, data: &str) -> Vec<u8> {
+    [purpose.as_bytes(), &[0], data.as_bytes()].concat()
 }
 
 fn read_or_create_key_file(path: &Path) -> Result<String, CryptoError> {
@@ -198,6 +224,18 @@ mod tests {
         assert!(other.open("a", &sealed).is_err());
         assert_ne!(sealer.seal("a", b"secret"), sealed, "fresh nonce each time");
         assert!(sealer.open("a", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn signatures_hold_only_for_their_data_purpose_and_key() {
+        let sealer = Sealer::from_key(&[7u8; 32]).unwrap();
+        let tag = sealer.sign("device", "1.1000");
+        assert!(sealer.verify("device", "1.1000", &tag));
+        assert!(!sealer.verify("device", "2.1000", &tag));
+        assert!(!sealer.verify("other", "1.1000", &tag));
+        assert!(!sealer.verify("device", "1.1000", "not base64!"));
+        let other = Sealer::from_key(&[8u8; 32]).unwrap();
+        assert!(!other.verify("device", "1.1000", &tag));
     }
 
     #[test]

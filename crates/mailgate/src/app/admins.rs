@@ -1,14 +1,12 @@
 //! Admin access: no default password. The first start prints a one-time setup link; the CLI can
 //! create an admin headless. Passwords are argon2id; sessions are random tokens stored hashed, each
-//! with its own CSRF token; failed sign-ins are rate-limited per address and per account.
-
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+//! with its own CSRF token; who may try a password is decided in [`super::sign_in_limits`].
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::sign_in_limits::{Applicant, Refusal, VerifyPermit};
 use super::{App, AppError};
 use crate::clock::Timestamp;
 use crate::crypto::{random_bytes, random_token, token_hash};
@@ -16,9 +14,10 @@ use crate::domain::EmailAddress;
 
 pub const SETUP_LINK_LIFETIME: i64 = 3600;
 pub const SESSION_LIFETIME: i64 = 12 * 3600;
+/// How long a browser that signed in is recognised at the next sign-in.
+pub const DEVICE_LIFETIME: i64 = 30 * 86_400;
 const MIN_PASSWORD_LEN: usize = 12;
-const FAILURE_WINDOW: i64 = 15 * 60;
-const MAX_FAILURES: usize = 5;
+const DEVICE_PURPOSE: &str = "sign-in device";
 
 /// A signed-in admin, as the web layer sees one.
 #[derive(Debug, Clone)]
@@ -28,58 +27,38 @@ pub struct AdminSession {
     pub csrf_token: String,
 }
 
-/// What a successful sign-in hands the browser.
+/// What a successful sign-in hands the browser: its session, and a signed record that this
+/// browser signed in to this account, which lets it past the limits an attacker runs up.
 pub struct NewSession {
     pub cookie: String,
     pub max_age: i64,
+    pub device: String,
+}
+
+/// Where a sign-in comes from.
+pub struct SignInClient<'a> {
+    pub ip: std::net::IpAddr,
+    /// The browser's record of an earlier sign-in, if it sent one.
+    pub device: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     #[error("Wrong email or password.")]
     Wrong,
-    #[error("Too many failed sign-ins. Try again in {0} minutes.")]
+    #[error("Too many failed sign-ins. Try again in {}.", wait_text(*.0))]
     Limited(i64),
+    #[error("Too many sign-ins at once. Try again in a moment.")]
+    Busy,
     #[error(transparent)]
     App(#[from] AppError),
 }
 
-/// Failed sign-ins per key (`ip:...`, `email:...`) over a sliding window.
-#[derive(Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, VecDeque<Timestamp>>>,
-}
-
-impl LoginLimiter {
-    /// Minutes until `keys` may try again, if any of them is over the limit.
-    fn blocked(&self, keys: &[String], now: Timestamp) -> Option<i64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| {
-                let list = map.get_mut(k)?;
-                while list.front().is_some_and(|t| *t <= now - FAILURE_WINDOW) {
-                    list.pop_front();
-                }
-                (list.len() >= MAX_FAILURES).then(|| {
-                    list.front()
-                        .map_or(1, |first| (first + FAILURE_WINDOW - now + 59) / 60)
-                })
-            })
-            .max()
-    }
-
-    fn record_failure(&self, keys: &[String], now: Timestamp) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            map.entry(key.clone()).or_default().push_back(now);
-        }
-    }
-
-    fn clear(&self, keys: &[String]) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            map.remove(key);
-        }
+fn wait_text(seconds: i64) -> String {
+    match seconds {
+        ..=1 => "a second".into(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", (seconds + 59) / 60),
     }
 }
 
@@ -107,8 +86,11 @@ async fn hash_password(password: SecretString) -> Result<String, AppError> {
     .map_err(|e| AppError::Refused(format!("password hashing: {e}")))?
 }
 
-async fn verify_password(password: SecretString, hash: String) -> bool {
+/// The permit travels into the blocking task: the cap on concurrent verifies holds until the
+/// verify ends, even if the request that started it is gone.
+async fn verify_password(password: SecretString, hash: String, permit: VerifyPermit) -> bool {
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
@@ -197,28 +179,44 @@ impl App {
         &self,
         email: &str,
         password: SecretString,
-        client_ip: &str,
+        client: &SignInClient<'_>,
     ) -> Result<NewSession, LoginError> {
         let now = self.now();
         let email = email.trim().to_ascii_lowercase();
-        let keys = [format!("ip:{client_ip}"), format!("email:{email}")];
-        if let Some(minutes) = self.logins.blocked(&keys, now) {
-            return Err(LoginError::Limited(minutes));
-        }
         let admin = self
             .store
             .admin_by_email(&email)
             .await
             .map_err(AppError::from)?;
+        let device = admin
+            .as_ref()
+            .and_then(|a| self.known_device(client.device?, a.id, now));
+        let address = super::sign_in_limits::address_key(client.ip);
+        let applicant = Applicant {
+            address: &address,
+            account: &email,
+            device: device.as_deref(),
+        };
+        let (reservation, permit) =
+            self.sign_in_limits
+                .reserve(&applicant, now)
+                .map_err(|refusal| {
+                    crate::metrics::bump(&self.metrics.sign_ins_refused);
+                    match refusal {
+                        Refusal::Limited(seconds) => LoginError::Limited(seconds),
+                        Refusal::Busy => LoginError::Busy,
+                    }
+                })?;
         let hash = admin
             .as_ref()
             .map_or(DUMMY_HASH.to_string(), |a| a.password_hash.clone());
-        let matches = verify_password(password, hash).await;
+        crate::metrics::bump(&self.metrics.sign_in_verifies);
+        let matches = verify_password(password, hash, permit).await;
         let Some(admin) = admin.filter(|_| matches) else {
-            self.logins.record_failure(&keys, now);
+            reservation.settle(false, now);
             return Err(LoginError::Wrong);
         };
-        self.logins.clear(&keys);
+        reservation.settle(true, now);
         let cookie = random_token();
         self.store
             .create_session(
@@ -233,7 +231,24 @@ impl App {
         Ok(NewSession {
             cookie,
             max_age: SESSION_LIFETIME,
+            device: self.device_record(admin.id, now),
         })
+    }
+
+    /// `admin.issued.tag`: signed, so it cannot be forged for another admin or time.
+    fn device_record(&self, admin_id: i64, now: Timestamp) -> String {
+        let data = format!("{admin_id}.{now}");
+        format!("{data}.{}", self.sealer.sign(DEVICE_PURPOSE, &data))
+    }
+
+    /// The device's budget key when `record` is a valid, recent record for `admin_id`.
+    fn known_device(&self, record: &str, admin_id: i64, now: Timestamp) -> Option<String> {
+        let (data, tag) = record.rsplit_once('.')?;
+        let (id, issued) = data.split_once('.')?;
+        let issued: Timestamp = issued.parse().ok()?;
+        let fresh =
+            id.parse::<i64>().ok()? == admin_id && issued <= now && now - issued < DEVICE_LIFETIME;
+        (fresh && self.sealer.verify(DEVICE_PURPOSE, data, tag)).then(|| data.to_string())
     }
 
     pub async fn session(&self, cookie: &str) -> Result<Option<AdminSession>, AppError> {
@@ -258,18 +273,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_blocks_after_five_failures_in_the_window() {
-        let limiter = LoginLimiter::default();
-        let keys = vec!["ip:1".to_string()];
-        for i in 0..5 {
-            assert_eq!(limiter.blocked(&keys, 1000 + i), None);
-            limiter.record_failure(&keys, 1000 + i);
-        }
-        assert_eq!(limiter.blocked(&keys, 1010), Some(15));
+    fn waits_are_said_in_words() {
         assert_eq!(
-            limiter.blocked(&keys, 1000 + FAILURE_WINDOW + 5),
-            None,
-            "the window slides"
+            LoginError::Limited(8).to_string(),
+            "Too many failed sign-ins. Try again in 8 seconds."
+        );
+        assert_eq!(
+            LoginError::Limited(880).to_string(),
+            "Too many failed sign-ins. Try again in 15 minutes."
         );
     }
 

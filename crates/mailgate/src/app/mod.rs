@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod outbox;
 pub mod servers;
 pub mod settings;
+pub mod sign_in_limits;
 pub mod test_connection;
 pub mod tokens;
 
@@ -39,7 +40,7 @@ pub struct App {
     /// know that a pass happened after some change (tests).
     pub passes: tokio::sync::watch::Sender<u64>,
     tokens: tokens::RefreshLocks,
-    logins: admins::LoginLimiter,
+    sign_in_limits: sign_in_limits::SignInLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +100,7 @@ impl App {
             settled: tokio::sync::watch::channel(0).0,
             passes: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),
-            logins: admins::LoginLimiter::default(),
+            sign_in_limits: sign_in_limits::SignInLimits::default(),
         }))
     }
 

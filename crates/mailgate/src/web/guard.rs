@@ -23,8 +23,8 @@ pub const CSRF_FIELD: &str = "_csrf";
 pub struct PreSessionCsrf(pub String);
 
 pub async fn protect(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
-    let had_flash = cookie(request.headers(), FLASH_COOKIE).is_some();
-    let existing = cookie(request.headers(), CSRF_COOKIE).filter(|c| !c.is_empty());
+    let had_flash = cookie(&app, request.headers(), FLASH_COOKIE).is_some();
+    let existing = cookie(&app, request.headers(), CSRF_COOKIE).filter(|c| !c.is_empty());
     let needs_csrf_cookie = existing.is_none();
     let pre_session = existing.unwrap_or_else(random_token);
     request
@@ -68,6 +68,13 @@ pub async fn protect(State(app): State<Arc<App>>, mut request: Request, next: Ne
             headers.insert(name, value);
         }
     }
+    if app.config.public_url_is_https() {
+        // Served over https: browsers must never fall back to plain http for this host.
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -103,7 +110,7 @@ async fn check(app: &App, request: Request) -> Result<Request, WebError> {
     }
     let expected = match current_admin(request.headers(), app).await? {
         Some(session) => Some(session.csrf_token),
-        None => cookie(request.headers(), CSRF_COOKIE),
+        None => cookie(app, request.headers(), CSRF_COOKIE),
     };
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, MAX_FORM_BYTES)

@@ -5,6 +5,7 @@
 
 mod api;
 mod chart;
+mod client;
 mod error;
 mod guard;
 mod pages;

@@ -15,8 +15,21 @@ pub const SESSION_COOKIE: &str = "mailgate_session";
 /// and in the form (double submit).
 pub const CSRF_COOKIE: &str = "mailgate_csrf";
 pub const FLASH_COOKIE: &str = "mailgate_flash";
+/// The signed record that this browser signed in before (see `app::admins`).
+pub const DEVICE_COOKIE: &str = "mailgate_device";
 
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A cookie's name on the wire. Over https it carries the `__Host-` prefix, so the browser only
+/// accepts it from this exact origin, Secure, for path `/`: a sibling subdomain cannot plant one.
+fn wire_name(app: &App, name: &str) -> String {
+    if app.config.public_url_is_https() {
+        format!("__Host-{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+pub fn cookie(app: &App, headers: &HeaderMap, name: &str) -> Option<String> {
+    let name = wire_name(app, name);
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -40,15 +53,26 @@ pub fn set_cookie(
     } else {
         ""
     };
+    let name = wire_name(app, name);
     let text = format!(
         "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The cookie that signs an admin in, set after sign-in and after creating the first admin.
-pub fn session_cookie(app: &App, session: &NewSession) -> HeaderValue {
-    set_cookie(app, SESSION_COOKIE, &session.cookie, session.max_age, "Lax")
+/// The cookies a sign-in sets (after sign-in and after creating the first admin): the session,
+/// and the record that this browser signed in.
+pub fn session_cookies(app: &App, session: &NewSession) -> [HeaderValue; 2] {
+    [
+        set_cookie(app, SESSION_COOKIE, &session.cookie, session.max_age, "Lax"),
+        set_cookie(
+            app,
+            DEVICE_COOKIE,
+            &session.device,
+            crate::app::admins::DEVICE_LIFETIME,
+            "Strict",
+        ),
+    ]
 }
 
 /// The signed-in admin. Pages that take this are for admins only: anyone else is sent to the
@@ -79,7 +103,7 @@ pub async fn current_admin(
     headers: &HeaderMap,
     app: &App,
 ) -> Result<Option<AdminSession>, WebError> {
-    match cookie(headers, SESSION_COOKIE) {
+    match cookie(app, headers, SESSION_COOKIE) {
         Some(value) if !value.is_empty() => Ok(app.session(&value).await?),
         _ => Ok(None),
     }
@@ -112,8 +136,11 @@ impl Flash {
         format!("{}:{encoded}", self.kind)
     }
 
-    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let raw = cookie(headers, FLASH_COOKIE)?;
+    pub fn from_headers(app: &App, headers: &HeaderMap) -> Option<Self> {
+        Self::from_cookie_value(&cookie(app, headers, FLASH_COOKIE)?)
+    }
+
+    fn from_cookie_value(raw: &str) -> Option<Self> {
         let (kind, encoded) = raw.split_once(':')?;
         let text = form_urlencoded::parse(format!("t={encoded}").as_bytes())
             .next()
@@ -147,13 +174,7 @@ mod tests {
     #[test]
     fn flash_round_trips_through_its_cookie() {
         let flash = Flash::warn("Saved; but: 100% & more");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("a=b; {FLASH_COOKIE}={}", flash.cookie_value()))
-                .unwrap(),
-        );
-        let back = Flash::from_headers(&headers).unwrap();
+        let back = Flash::from_cookie_value(&flash.cookie_value()).unwrap();
         assert_eq!(
             (back.kind, back.text.as_str()),
             ("warn", "Saved; but: 100% & more")

@@ -15,5 +15,6 @@ mod emails;
 mod logs;
 mod servers;
 mod settings;
+mod sign_in_flood;
 mod support;
 mod test_connection;

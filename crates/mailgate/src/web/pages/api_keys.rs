@@ -52,7 +52,14 @@ pub async fn list(
     Admin(admin): Admin,
     headers: HeaderMap,
 ) -> Result<ApiKeysPage, WebError> {
-    page(&app, &admin, Flash::from_headers(&headers), None, None).await
+    page(
+        &app,
+        &admin,
+        Flash::from_headers(&app, &headers),
+        None,
+        None,
+    )
+    .await
 }
 
 #[derive(Deserialize)]

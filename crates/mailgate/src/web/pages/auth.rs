@@ -5,18 +5,20 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Form, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{redirect_with, with_status};
-use crate::app::admins::LoginError;
+use crate::app::admins::{LoginError, NewSession, SignInClient};
 use crate::app::{App, AppError};
 use crate::web::WebError;
+use crate::web::client::client_ip;
 use crate::web::guard::PreSessionCsrf;
 use crate::web::session::{
-    Flash, SESSION_COOKIE, cookie, current_admin, safe_next, session_cookie, set_cookie,
+    DEVICE_COOKIE, Flash, SESSION_COOKIE, cookie, current_admin, safe_next, session_cookies,
+    set_cookie,
 };
 use crate::web::views::{Chrome, LoginPage, SetupPage};
 
@@ -28,7 +30,7 @@ pub struct NextQuery {
 pub async fn login_page(
     State(app): State<Arc<App>>,
     Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     Query(query): Query<NextQuery>,
 ) -> Result<Response, WebError> {
     let next = safe_next(query.next.as_deref());
@@ -36,7 +38,7 @@ pub async fn login_page(
         return Ok(Redirect::to(&next).into_response());
     }
     Ok(LoginPage {
-        chrome: Chrome::anonymous(csrf.clone(), Flash::from_headers(&headers)),
+        chrome: Chrome::anonymous(csrf.clone(), Flash::from_headers(&app, &headers)),
         error: None,
         csrf,
         next,
@@ -52,37 +54,51 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
+/// Where this sign-in comes from, as the limits see it.
+fn sign_in_client<'a>(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    device: Option<&'a str>,
+) -> SignInClient<'a> {
+    SignInClient {
+        ip: client_ip(peer.ip(), headers, &app.config.trusted_proxies),
+        device,
+    }
+}
+
+fn signed_in(app: &App, mut response: Response, session: &NewSession) -> Response {
+    for value in session_cookies(app, session) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
 pub async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
+    let device = cookie(&app, &headers, DEVICE_COOKIE);
+    let client = sign_in_client(&app, peer, &headers, device.as_deref());
     match app
-        .login(
-            &form.email,
-            SecretString::from(form.password),
-            &peer.ip().to_string(),
-        )
+        .login(&form.email, SecretString::from(form.password), &client)
         .await
     {
-        Ok(session) => {
-            let mut response = Redirect::to(&next).into_response();
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, session_cookie(&app, &session));
-            response
-        }
+        Ok(session) => signed_in(&app, Redirect::to(&next).into_response(), &session),
         Err(e) => {
-            let status = match e {
-                LoginError::Wrong => StatusCode::UNAUTHORIZED,
-                LoginError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            let (status, retry_after) = match e {
+                LoginError::Wrong => (StatusCode::UNAUTHORIZED, None),
+                LoginError::Limited(seconds) => (StatusCode::TOO_MANY_REQUESTS, Some(seconds)),
+                LoginError::Busy => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
                 LoginError::App(ref inner) => {
                     return WebError::from(AppError::Refused(inner.to_string())).into_response();
                 }
             };
-            with_status(
+            let mut response = with_status(
                 status,
                 LoginPage {
                     chrome: Chrome::anonymous(csrf.clone(), None),
@@ -91,16 +107,19 @@ pub async fn login(
                     next,
                     email: form.email,
                 },
-            )
+            );
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            response
         }
     }
 }
 
-pub async fn logout(
-    State(app): State<Arc<App>>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, WebError> {
-    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, WebError> {
+    if let Some(value) = cookie(&app, &headers, SESSION_COOKIE) {
         app.logout(&value).await?;
     }
     let mut response = redirect_with(&app, "/login", Flash::ok("Signed out."));
@@ -150,6 +169,7 @@ pub async fn setup(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(PreSessionCsrf(csrf)): Extension<PreSessionCsrf>,
+    headers: HeaderMap,
     Form(form): Form<SetupForm>,
 ) -> Result<Response, WebError> {
     let page = |error: String, valid: bool| {
@@ -186,19 +206,16 @@ pub async fn setup(
         .login(
             &form.email,
             SecretString::from(form.password),
-            &peer.ip().to_string(),
+            &sign_in_client(&app, peer, &headers, None),
         )
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    let mut response = redirect_with(
+    let welcome = redirect_with(
         &app,
         "/settings",
         Flash::ok(
             "Admin created. Next: turn on Custom Email Servers and enter your Gmail Credentials.",
         ),
     );
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, session_cookie(&app, &session));
-    Ok(response)
+    Ok(signed_in(&app, welcome, &session))
 }

@@ -112,7 +112,7 @@ pub async fn list(
     let mut servers: Vec<(i64, String)> = servers.into_iter().collect();
     servers.sort();
     Ok(EmailsPage {
-        chrome: Chrome::admin(&admin, "emails", Flash::from_headers(&headers)),
+        chrome: Chrome::admin(&admin, "emails", Flash::from_headers(&app, &headers)),
         states: MessageState::ALL.iter().map(|s| s.code()).collect(),
         servers,
         filter: EmailFilterView {
@@ -160,7 +160,7 @@ pub async fn show(
         MessageState::Sent | MessageState::Cancelled => String::new(),
     };
     Ok(EmailPage {
-        chrome: Chrome::admin(&admin, "emails", Flash::from_headers(&headers)),
+        chrome: Chrome::admin(&admin, "emails", Flash::from_headers(&app, &headers)),
         state_note,
         recipients: m.rcpt_to.join(", "),
         server,

@@ -18,7 +18,7 @@ pub async fn guide(
     headers: HeaderMap,
 ) -> Result<GoogleSetupPage, WebError> {
     Ok(GoogleSetupPage {
-        chrome: Chrome::admin(&admin, "settings", Flash::from_headers(&headers)),
+        chrome: Chrome::admin(&admin, "settings", Flash::from_headers(&app, &headers)),
         guide: app.setup_guide().await?,
     })
 }

@@ -114,7 +114,7 @@ pub async fn overview(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
     Ok(OverviewPage {
-        chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&headers)),
+        chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&app, &headers)),
         warnings,
         steps,
         doctor,

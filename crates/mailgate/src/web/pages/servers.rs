@@ -52,7 +52,7 @@ pub async fn list(
         })
         .collect();
     Ok(ServersPage {
-        chrome: Chrome::admin(&admin, "servers", Flash::from_headers(&headers)),
+        chrome: Chrome::admin(&admin, "servers", Flash::from_headers(&app, &headers)),
         rows,
     })
 }
@@ -195,7 +195,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Result<ServerFormPage, WebError> {
     let summary = app.server_summary(id).await?;
-    let flash = Flash::from_headers(&headers);
+    let flash = Flash::from_headers(&app, &headers);
     let draft = draft_of(&summary);
     form_page(
         &app,

@@ -21,7 +21,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     Ok(SettingsPage {
-        chrome: Chrome::admin(&admin, "settings", Flash::from_headers(&headers)),
+        chrome: Chrome::admin(&admin, "settings", Flash::from_headers(&app, &headers)),
         view: app.settings_view().await?,
         errors: FieldErrors::default(),
     }
