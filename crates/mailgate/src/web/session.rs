@@ -150,12 +150,19 @@ impl Flash {
     }
 }
 
-/// Only local paths are followed after sign-in: no open redirect.
+/// Only local paths are followed after sign-in: no open redirect. Browsers drop tabs and newlines
+/// from URLs and read `\\` as `/`, so `/\t/evil.example` means `//evil.example` to them: only
+/// visible ASCII other than a backslash is allowed (a header cannot carry more anyway), and what
+/// is left must resolve to this origin.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".to_string(),
-    }
+    let local = |n: &str| {
+        let base = url::Url::parse("http://mailgate.invalid/").ok()?;
+        let plain = n.chars().all(|c| c.is_ascii_graphic() && c != '\\');
+        let resolved = base.join(n).ok()?;
+        (plain && n.starts_with('/') && !n.starts_with("//") && resolved.origin() == base.origin())
+            .then(|| n.to_string())
+    };
+    next.and_then(local).unwrap_or_else(|| "/".to_string())
 }
 
 #[cfg(test)]
@@ -168,6 +175,11 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/x")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(safe_next(Some("/ /evil.example")), "/");
+        assert_eq!(safe_next(Some("/\u{85}x")), "/");
+        assert_eq!(safe_next(Some("/emails?state=held")), "/emails?state=held");
         assert_eq!(safe_next(None), "/");
     }
 

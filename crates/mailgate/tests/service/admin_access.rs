@@ -256,3 +256,40 @@ async fn sign_out_ends_the_session() {
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn next_after_sign_in_stays_on_this_origin_and_never_fails() {
+    let t = spawn(Db::Sqlite).await;
+    t.create_admin().await;
+    t.submit("/logout", &[]).await;
+    for (query, sent) in [
+        ("/%09/evil.example", "/\t/evil.example"),
+        ("/%0d%0aSet-Cookie:%20x=1", "/\r\nSet-Cookie: x=1"),
+        ("/%5Cevil.example", "/\\evil.example"),
+        ("/%C3%A9", "/\u{e9}"),
+    ] {
+        let page = t.get(&format!("/login?next={query}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{query}");
+        assert!(
+            page.body.contains(r#"name="next" value="/""#),
+            "{query}: {}",
+            page.body
+        );
+        let csrf = hidden(&page.body, "_csrf").unwrap();
+        let signed_in = t
+            .post(
+                "/login",
+                &[
+                    ("_csrf", &csrf),
+                    ("email", ADMIN),
+                    ("password", ADMIN_PASSWORD),
+                    ("next", sent),
+                ],
+            )
+            .await;
+        assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "{query}");
+        assert_eq!(signed_in.location.as_deref(), Some("/"), "{query}");
+        t.submit("/logout", &[]).await;
+    }
+    t.finish().await;
+}
