@@ -108,14 +108,25 @@ impl App {
         })?;
         let mail_from = match (server.auth, server.username.as_deref()) {
             (AuthMethod::Gmail, Some(account)) => {
-                if !server.sends_as(&composed.from.email) {
+                // From, and Sender or Resent-* in a raw message, each claim to send it.
+                let claims = std::iter::once(("from".to_string(), &composed.from.email)).chain(
+                    composed
+                        .also_from
+                        .iter()
+                        .map(|(name, address)| (format!("raw.{name}"), address)),
+                );
+                let foreign = claims
+                    .filter(|(_, address)| !server.sends_as(address))
+                    .map(|(name, address)| (name, address.clone()))
+                    .next();
+                if let Some((name, address)) = foreign {
                     match server.from_policy {
                         FromPolicy::Refuse => {
                             return Err(field(
-                                "from",
+                                &name,
                                 format!(
-                                    "{} is not {account} nor one of its \"Send mail as\" addresses, and server “{}” refuses other senders",
-                                    composed.from.email, server.name
+                                    "{address} is not {account} nor one of its \"Send mail as\" addresses, and server “{}” refuses other senders",
+                                    server.name
                                 ),
                             )
                             .into());
@@ -123,7 +134,7 @@ impl App {
                         FromPolicy::Rewrite => {
                             let account = EmailAddress::parse(account)
                                 .map_err(|e| field("from", e.to_string()))?;
-                            rewrite_from(&mut composed, &account);
+                            rewrite_from(&mut composed, &account, |a| server.sends_as(a));
                         }
                     }
                 }
@@ -141,7 +152,7 @@ impl App {
                     mail_from: &mail_from,
                     rcpt_to: &recipients,
                     message_id: &composed.message_id,
-                    from_header: &composed.from.header_value(),
+                    from_header: &composed.from.display(),
                     subject: &composed.subject,
                     body: &composed.raw,
                     api_key_id: origin.api_key_id,

@@ -87,8 +87,8 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// `"Name" <a@b.c>`, quoted when the name needs it, for headers and display.
-    pub fn header_value(&self) -> String {
+    /// `"Name" <a@b.c>`, for people to read (the Emails page); never written into a message.
+    pub fn display(&self) -> String {
         match &self.name {
             Some(name) if !name.is_empty() => {
                 let safe = name.replace('\\', "\\\\").replace('"', "\\\"");
@@ -97,12 +97,29 @@ impl Mailbox {
             _ => self.email.to_string(),
         }
     }
+
+    /// The value of header `name` naming this mailbox, as mail-builder writes it: the name
+    /// quoted, or RFC 2047-encoded when it is not plain ASCII, and long lines folded.
+    pub fn header_value(&self, name: &str) -> String {
+        use mail_builder::headers::Header;
+        let mut out = Vec::new();
+        mail_builder::headers::address::Address::new_address(
+            self.name.as_deref(),
+            self.email.as_str(),
+        )
+        .write_header(&mut out, name.len() + 2);
+        let value = out.strip_suffix(b"\r\n").unwrap_or(&out);
+        String::from_utf8_lossy(value).into_owned()
+    }
 }
 
 /// A message ready for the queue.
 #[derive(Debug, Clone)]
 pub struct Composed {
     pub from: Mailbox,
+    /// Sender and Resent-* addresses of a raw message: they claim to send it too, so they must
+    /// be addresses the account may send as.
+    pub also_from: Vec<(String, EmailAddress)>,
     pub has_reply_to: bool,
     /// Everyone it goes to, Bcc included, deduplicated, in order.
     pub recipients: Vec<EmailAddress>,
@@ -126,14 +143,33 @@ impl ComposeContext<'_> {
     }
 }
 
-fn no_line_breaks(field: &str, value: &str) -> Result<(), FieldError> {
-    if value.contains(['\r', '\n']) {
+/// Header text: no control characters (a tab is fine). CR and LF would start a new header, NUL
+/// and the rest are cut or mangled by the servers on the way.
+fn plain_text(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.chars().any(|c| c.is_control() && c != '\t') {
         Err(refuse(
             field,
-            "must not contain line breaks (CR or LF): they would start a new header",
+            "must not contain control characters (CR, LF, NUL…): a line break would start a new header",
         ))
     } else {
         Ok(())
+    }
+}
+
+/// `type/subtype`, each an RFC 2045 token, lowercased; parameters are not taken, so nothing can
+/// ride into the Content-Type header.
+fn mime_type(field: &str, value: &str) -> Result<String, FieldError> {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    };
+    match value.trim().split_once('/') {
+        Some((kind, sub)) if token(kind) && token(sub) => Ok(value.trim().to_ascii_lowercase()),
+        _ => Err(refuse(
+            field,
+            "is not a MIME type like application/pdf (type/subtype, no parameters)",
+        )),
     }
 }
 
@@ -143,7 +179,7 @@ fn mailbox(field: &str, input: &AddressInput) -> Result<Mailbox, FieldError> {
         AddressInput::Named { name, email } => (name.as_deref(), email.as_str()),
     };
     if let Some(name) = name {
-        no_line_breaks(&format!("{field}.name"), name)?;
+        plain_text(&format!("{field}.name"), name)?;
     }
     let email =
         EmailAddress::parse(email).map_err(|e| refuse(format!("{field}.email"), e.to_string()))?;
@@ -167,6 +203,12 @@ const RESERVED: &[&str] = &[
     "content-type",
     "content-transfer-encoding",
 ];
+
+/// Header fields that say who sends a message: only `from` does that here.
+fn names_a_sender(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "sender" || name.starts_with("resent-")
+}
 
 fn check_recipients(total: usize, field: &str) -> Result<(), FieldError> {
     match total {
@@ -255,7 +297,7 @@ impl Submission {
             .map(|r| mailbox("reply_to", r))
             .transpose()?;
         let subject = self.subject.clone().unwrap_or_default();
-        no_line_breaks("subject", &subject)?;
+        plain_text("subject", &subject)?;
         if self.text.is_none() && self.html.is_none() {
             return Err(refuse("text", "give `text`, `html` or both"));
         }
@@ -270,23 +312,23 @@ impl Submission {
                     "is set from the message's own fields; use them instead",
                 ));
             }
-            no_line_breaks(&field, value)?;
+            if names_a_sender(name) {
+                return Err(refuse(
+                    field,
+                    "names who sends the message; mailgate sends as `from` only",
+                ));
+            }
+            plain_text(&field, value)?;
         }
         let mut attachments = Vec::new();
         for (i, a) in self.attachments.iter().enumerate() {
             let field = format!("attachments[{i}]");
-            no_line_breaks(&format!("{field}.filename"), &a.filename)?;
-            no_line_breaks(&format!("{field}.content_type"), &a.content_type)?;
-            if !a.content_type.contains('/') {
-                return Err(refuse(
-                    format!("{field}.content_type"),
-                    "is not a MIME type like application/pdf",
-                ));
-            }
+            plain_text(&format!("{field}.filename"), &a.filename)?;
+            let content_type = mime_type(&format!("{field}.content_type"), &a.content_type)?;
             let bytes = STANDARD
                 .decode(a.content.trim())
                 .map_err(|_| refuse(format!("{field}.content"), "is not valid base64"))?;
-            attachments.push((a.content_type.as_str(), a.filename.as_str(), bytes));
+            attachments.push((content_type, a.filename.as_str(), bytes));
         }
 
         let address = |m: &Mailbox| -> mail_builder::headers::address::Address<'static> {
@@ -327,7 +369,7 @@ impl Submission {
             builder = builder.html_body(html.clone());
         }
         for (content_type, filename, bytes) in &attachments {
-            builder = builder.attachment(*content_type, *filename, bytes.as_slice());
+            builder = builder.attachment(content_type.as_str(), *filename, bytes.as_slice());
         }
         let raw = builder
             .write_to_vec()
@@ -336,6 +378,7 @@ impl Submission {
         Ok(Composed {
             recipients: dedup(to.iter().chain(&cc).chain(&bcc).map(|m| m.email.clone())),
             from,
+            also_from: Vec::new(),
             has_reply_to: reply_to.is_some(),
             subject,
             message_id,
@@ -344,8 +387,49 @@ impl Submission {
     }
 }
 
+/// Header fields of a raw message that claim to send it, besides From.
+const SENDER_FIELDS: [&str; 3] = ["Sender", "Resent-From", "Resent-Sender"];
+
+/// One address of a raw message's header, its decoded name checked as an API name would be.
+fn raw_mailbox(field: &str, addr: &mail_parser::Addr<'_>) -> Result<Mailbox, FieldError> {
+    let name = addr
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if let Some(name) = name {
+        plain_text(field, name)?;
+    }
+    Ok(Mailbox {
+        name: name.map(str::to_string),
+        email: EmailAddress::parse(addr.address.as_deref().unwrap_or_default())
+            .map_err(|e| refuse(field, e.to_string()))?,
+    })
+}
+
+/// The first header line (folded lines included) carrying a control character other than a tab,
+/// by field name. A bare CR inside a line counts: some servers end the line there.
+fn control_in_headers(head: &[u8]) -> Option<String> {
+    let mut name = String::new();
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            name = line
+                .iter()
+                .position(|&b| b == b':')
+                .map(|i| String::from_utf8_lossy(&line[..i]).trim().to_string())
+                .unwrap_or_default();
+        }
+        if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Some(name);
+        }
+    }
+    None
+}
+
 /// A raw message: its headers say who it is from and to; Bcc is removed from what is sent, and a
-/// Message-ID added when it has none. Bytes, not text: 8-bit messages pass untouched.
+/// Message-ID added when it has none. Bytes, not text: 8-bit messages pass untouched. It must
+/// have one From header naming one sender, and no control characters in its headers.
 pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Composed, FieldError> {
     check_size(raw, ctx.max_size)?;
     let parsed = mail_parser::MessageParser::default()
@@ -354,23 +438,65 @@ pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Compo
     let header_end = usize::try_from(parsed.root_part().offset_body)
         .unwrap_or(raw.len())
         .min(raw.len());
-    if header_end == 0
-        || !parsed
+    if let Some(name) = control_in_headers(&raw[..header_end]) {
+        return Err(refuse(
+            format!("raw.{name}"),
+            "contains a control character (CR, LF, NUL…); header lines end with CRLF only",
+        ));
+    }
+    let count = |name: &str| {
+        parsed
             .headers()
             .iter()
-            .any(|h| h.name.as_str().eq_ignore_ascii_case("from"))
-    {
-        return Err(refuse("raw", "has no From header"));
-    }
-    let from_addr = parsed
-        .from()
-        .and_then(|a| a.first())
-        .ok_or_else(|| refuse("raw.From", "has no address"))?;
-    let from = Mailbox {
-        name: from_addr.name.as_deref().map(str::to_string),
-        email: EmailAddress::parse(from_addr.address.as_deref().unwrap_or_default())
-            .map_err(|e| refuse("raw.From", e.to_string()))?,
+            .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .count()
     };
+    match count("From") {
+        _ if header_end == 0 => return Err(refuse("raw", "has no From header")),
+        0 => return Err(refuse("raw", "has no From header")),
+        1 => {}
+        n => {
+            return Err(refuse(
+                "raw.From",
+                format!("appears {n} times; a message has exactly one From header"),
+            ));
+        }
+    }
+    let senders: Vec<_> = parsed
+        .from()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let from = match senders.as_slice() {
+        [] => return Err(refuse("raw.From", "has no address")),
+        [one] => raw_mailbox("raw.From", one)?,
+        many => {
+            return Err(refuse(
+                "raw.From",
+                format!(
+                    "names {} addresses; a message sent through Gmail has exactly one sender",
+                    many.len()
+                ),
+            ));
+        }
+    };
+    for addr in parsed.reply_to().into_iter().flat_map(|l| l.iter()) {
+        raw_mailbox("raw.Reply-To", addr)?;
+    }
+    let mut also_from = Vec::new();
+    for header in parsed.headers() {
+        let name = header.name.as_str();
+        let Some(canonical) = SENDER_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(name)) else {
+            continue;
+        };
+        let field = format!("raw.{canonical}");
+        let addresses = header
+            .value
+            .as_address()
+            .ok_or_else(|| refuse(&field, "has no address"))?;
+        for addr in addresses.iter() {
+            also_from.push((canonical.to_string(), raw_mailbox(&field, addr)?.email));
+        }
+    }
     let mut recipients = Vec::new();
     for (field, list) in [
         ("raw.To", parsed.to()),
@@ -389,6 +515,7 @@ pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Compo
     let has_reply_to = parsed.reply_to().is_some();
     let mut headers = HeaderBlock::parse(&raw[..header_end]);
     headers.remove("Bcc");
+    headers.remove("Resent-Bcc");
     let message_id = match message_id {
         Some(id) => id,
         None => {
@@ -399,6 +526,7 @@ pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Compo
     };
     Ok(Composed {
         from,
+        also_from,
         has_reply_to,
         recipients,
         subject,
@@ -516,26 +644,45 @@ pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
 
 /// Gmail sends only as the account or its verified "Send mail as" aliases. With the rewrite
 /// policy, a foreign From becomes the account, and the original author stays reachable through
-/// Reply-To (unless the message already names one).
-pub fn rewrite_from(composed: &mut Composed, account: &EmailAddress) {
+/// Reply-To (unless the message already names one); Sender and Resent-* fields naming addresses
+/// the account may not send as are dropped. Both headers are written anew by mail-builder, so a
+/// name cannot carry a line break into the message.
+pub fn rewrite_from(
+    composed: &mut Composed,
+    account: &EmailAddress,
+    may_send_as: impl Fn(&EmailAddress) -> bool,
+) {
     let header_end = composed
         .raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(composed.raw.len(), |i| i + 2);
     let mut headers = HeaderBlock::parse(&composed.raw[..header_end]);
-    let original = composed.from.header_value();
-    let rewritten = Mailbox {
-        name: composed.from.name.clone(),
-        email: account.clone(),
-    };
-    headers.set("From", &rewritten.header_value());
-    if !composed.has_reply_to {
-        headers.push("Reply-To", &original);
-        composed.has_reply_to = true;
+    let foreign: Vec<String> = composed
+        .also_from
+        .iter()
+        .filter(|(_, address)| !may_send_as(address))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &foreign {
+        headers.remove(name);
+    }
+    composed
+        .also_from
+        .retain(|(name, _)| !foreign.contains(name));
+    if !may_send_as(&composed.from.email) {
+        let rewritten = Mailbox {
+            name: composed.from.name.clone(),
+            email: account.clone(),
+        };
+        headers.set("From", &rewritten.header_value("From"));
+        if !composed.has_reply_to {
+            headers.push("Reply-To", &composed.from.header_value("Reply-To"));
+            composed.has_reply_to = true;
+        }
+        composed.from = rewritten;
     }
     composed.raw = headers.join(&composed.raw[header_end..]);
-    composed.from = rewritten;
 }
 
 #[cfg(test)]
@@ -648,6 +795,49 @@ mod tests {
     }
 
     #[test]
+    fn mime_types_are_parsed_not_pasted() {
+        assert_eq!(
+            mime_type("t", " Application/PDF ").unwrap(),
+            "application/pdf"
+        );
+        for bad in [
+            "pdf",
+            "text/plain; name=x",
+            "text/",
+            "/x",
+            "a/b/c",
+            "text/pl ain",
+        ] {
+            assert!(mime_type("t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_raw_headers_are_found_by_field() {
+        assert_eq!(control_in_headers(b"From: a@b.co\r\nX: ok\tfine\r\n"), None);
+        assert_eq!(
+            control_in_headers(b"From: a@b.co\r\nSubject: one\r\n two\x00\r\n").as_deref(),
+            Some("Subject")
+        );
+        assert_eq!(
+            control_in_headers(b"To: x@y.co\rBcc: z@y.co\r\n").as_deref(),
+            Some("To"),
+            "a bare CR"
+        );
+    }
+
+    #[test]
+    fn rebuilt_headers_encode_names_and_cannot_break_lines() {
+        let m = Mailbox {
+            name: Some("Jörg \"J\" Müller".into()),
+            email: EmailAddress::parse("j@x.co").unwrap(),
+        };
+        let value = m.header_value("From");
+        assert!(value.is_ascii() && !value.contains(['\r', '\n']), "{value}");
+        assert!(value.ends_with("<j@x.co>"), "{value}");
+    }
+
+    #[test]
     fn mbox_files_split_into_messages_with_from_quoting_undone() {
         let mbox = b"From alice Mon Jan 1 00:00:00 2026\nFrom: a@b.co\nSubject: one\n\n>From the start\nbody\n\nFrom bob Mon Jan 1 00:00:01 2026\nFrom: b@b.co\n\ntwo\n";
         let messages = split_mbox(mbox);
@@ -668,7 +858,8 @@ mod tests {
             email: "carol@partner.example".into(),
         });
         let mut c = s.compose(&ctx()).unwrap();
-        rewrite_from(&mut c, &EmailAddress::parse("alice@gmail.com").unwrap());
+        let alice = EmailAddress::parse("alice@gmail.com").unwrap();
+        rewrite_from(&mut c, &alice, |a| *a == alice);
         let text = String::from_utf8(c.raw.clone()).unwrap();
         assert!(
             text.contains("From: \"Carol\" <alice@gmail.com>\r\n"),

@@ -134,7 +134,7 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_queued() {
         (status, field.as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "subject")
     );
-    assert!(message.contains("line breaks"));
+    assert!(message.contains("control characters"), "{message}");
     let mut b = hello();
     b["to"] = json!(
         (0..101)
@@ -485,5 +485,151 @@ async fn health_readiness_and_metrics_answer() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+    t.finish().await;
+}
+
+async fn set_from_policy(t: &TestApp, server: i64, policy: &str) {
+    let page = t
+        .submit(
+            &format!("/servers/{server}"),
+            &[
+                ("name", "Gmail"),
+                ("auth", "gmail"),
+                ("username", ALICE),
+                ("from_policy", policy),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+}
+
+#[tokio::test]
+async fn sender_claims_and_header_injection_are_refused_and_rebuilt_headers_are_encoded() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let key = t.api_key().await;
+    set_from_policy(&t, server, "refuse").await;
+    let raw = |head: &str| json!({ "raw": format!("{head}\r\nTo: bob@example.com\r\nSubject: s\r\n\r\nbody\r\n") });
+    let cases = [
+        (
+            raw("From: alice@gmail.com, ceo@victim.example"),
+            "raw.From",
+            "exactly one sender",
+        ),
+        (
+            raw("From: alice@gmail.com\r\nFrom: ceo@victim.example"),
+            "raw.From",
+            "appears 2 times",
+        ),
+        (
+            raw("From: alice@gmail.com\r\nSender: ceo@victim.example"),
+            "raw.Sender",
+            "refuses other senders",
+        ),
+        (
+            raw("From: alice@gmail.com\r\nResent-From: ceo@victim.example"),
+            "raw.Resent-From",
+            "refuses other senders",
+        ),
+        (
+            raw("From: alice@gmail.com\r\nX-Tag: a\0b"),
+            "raw.X-Tag",
+            "control character",
+        ),
+        (
+            json!({"from": ALICE, "to": [BOB], "subject": "nul\u{0}here", "text": "x"}),
+            "subject",
+            "control characters",
+        ),
+        (
+            json!({"from": ALICE, "to": [BOB], "text": "x", "headers": {"Sender": "ceo@victim.example"}}),
+            "headers.Sender",
+            "sends as `from` only",
+        ),
+        (
+            json!({"from": ALICE, "to": [BOB], "text": "x", "attachments": [
+                {"filename": "a.txt", "content_type": "text/plain; name=\"x.exe\"", "content": "eA=="}]}),
+            "attachments[0].content_type",
+            "no parameters",
+        ),
+        (
+            json!({"from": ALICE, "to": ["jörg@example.com"], "text": "x"}),
+            "to[0].email",
+            "SMTPUTF8",
+        ),
+    ];
+    for (body, want_field, want_message) in &cases {
+        let (status, field, message) = refused(&t, &key, body.clone()).await;
+        assert_eq!(
+            (status, field.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, *want_field),
+            "{body}: {message}"
+        );
+        assert!(message.contains(want_message), "{want_field}: {message}");
+    }
+
+    set_from_policy(&t, server, "rewrite").await;
+    // A name whose RFC 2047 encoding hides a line break would inject a header once rebuilt.
+    for (head, want_field) in [
+        (
+            "From: =?utf-8?q?Carol=0D=0AX-Injected:_yes?= <carol@partner.example>",
+            "raw.From",
+        ),
+        (
+            "From: carol@partner.example\r\nReply-To: =?utf-8?q?C=0D=0AX-Injected:_yes?= <c@partner.example>",
+            "raw.Reply-To",
+        ),
+    ] {
+        let (status, field, _) = refused(&t, &key, raw(head)).await;
+        assert_eq!(
+            (status, field.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, want_field),
+            "{head}"
+        );
+    }
+    assert!(
+        t.gsim.world().deliveries(0).is_empty(),
+        "nothing refused was sent"
+    );
+
+    // Rewrite drops the foreign Sender, and rebuilds From and Reply-To with encoded names.
+    let (_, dropped) = t
+        .send(
+            &key,
+            &raw("From: alice@gmail.com\r\nSender: ceo@victim.example"),
+        )
+        .await;
+    let dropped = t.wait_state(dropped["id"].as_str().unwrap(), "sent").await;
+    let mut b = hello();
+    b["from"] = json!({"name": "Jörg Müller", "email": "joerg@partner.example"});
+    let (_, named) = t.send(&key, &b).await;
+    let named = t.wait_state(named["id"].as_str().unwrap(), "sent").await;
+    let deliveries = t.gsim.world().deliveries(0);
+    assert_eq!(deliveries.len(), 2);
+    let head = |message_id: &str| {
+        let d = deliveries
+            .iter()
+            .find(|d| d.message_id.as_deref() == Some(message_id))
+            .unwrap();
+        let text = String::from_utf8(d.raw.clone()).unwrap();
+        text[..text.find("\r\n\r\n").unwrap()].to_string()
+    };
+    let dropped = head(&dropped.message_id);
+    assert!(
+        !dropped.to_ascii_lowercase().contains("sender:"),
+        "{dropped}"
+    );
+    assert!(!dropped.contains("victim"), "{dropped}");
+    let named = head(&named.message_id);
+    assert!(named.is_ascii(), "header names are encoded: {named}");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(named.as_bytes())
+        .unwrap();
+    let from = parsed.from().unwrap().first().unwrap();
+    assert_eq!(from.name.as_deref(), Some("Jörg Müller"));
+    assert_eq!(from.address.as_deref(), Some(ALICE));
+    let reply_to = parsed.reply_to().unwrap().first().unwrap();
+    assert_eq!(reply_to.name.as_deref(), Some("Jörg Müller"));
+    assert_eq!(reply_to.address.as_deref(), Some("joerg@partner.example"));
     t.finish().await;
 }
