@@ -196,7 +196,10 @@ impl Config {
         {
             return Err(invalid(
                 "database_url",
-                format!("`{database_url}` is neither sqlite:// nor postgres://"),
+                format!(
+                    "`{}` is neither sqlite:// nor postgres://",
+                    redacted(&database_url)
+                ),
             ));
         }
         let secret_key = match env.get("MAILGATE_SECRET_KEY") {
@@ -363,6 +366,24 @@ fn number<T: std::str::FromStr + PartialOrd + Default + Copy>(
     Ok(value)
 }
 
+/// A URL fit for messages and logs: its password, if any, replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Unparseable: anything between "//" and "@" may be credentials.
+        Err(_) => match (url.find("//"), url.rfind('@')) {
+            (Some(start), Some(at)) if at > start => {
+                format!("{}//***{}", &url[..start], &url[at..])
+            }
+            _ => url.to_string(),
+        },
+    }
+}
+
 fn parse_public_url(text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| invalid("public_url", format!("`{text}`: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -491,6 +512,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.starts_with("google.token_url:"), "{error}");
+        let error = Config::from_sources(
+            None,
+            &env(&[("MAILGATE_DATABASE_URL", "mysql://mailgate:hunter2@db/mail")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("mysql://mailgate:***@db/mail"), "{error}");
+        assert_eq!(redacted("pg://u:p@h:5/d?x"), "pg://u:***@h:5/d?x");
         assert!(
             Config::from_sources(
                 None,

@@ -33,6 +33,28 @@ pub enum CryptoError {
         "a stored secret does not open with this installation's secret key (was the key replaced?)"
     )]
     Open,
+    #[error(
+        "the secret key file {0} is missing, but this database holds secrets sealed with a key: restore that file (or set MAILGATE_SECRET_KEY to its contents); mailgate does not make a new key over them"
+    )]
+    Missing(String),
+    #[error(
+        "the secret key from {0} is not the key this database was set up with: its secrets do not open. Restore the original key (file or MAILGATE_SECRET_KEY)"
+    )]
+    WrongKey(String),
+}
+
+/// What every database sealed by a key holds, to know the key again at the next start.
+pub const KEY_CHECK_PURPOSE: &str = "key check";
+const KEY_CHECK_TEXT: &[u8] = b"mailgate";
+
+impl SecretKeySource {
+    /// Where the key comes from, for messages: the file, or the environment.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretKeySource::Inline(_) => "MAILGATE_SECRET_KEY".into(),
+            SecretKeySource::File(path) => format!("file {}", path.display()),
+        }
+    }
 }
 
 pub struct Sealer {
@@ -50,10 +72,14 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// The key from `MAILGATE_SECRET_KEY`, or from its file, created (mode 0600) if absent.
-    pub fn load_or_create(source: &SecretKeySource) -> Result<Self, CryptoError> {
+    /// The key from `MAILGATE_SECRET_KEY`, or from its file, created (mode 0600) if absent and
+    /// `may_create` (the database holds nothing sealed yet).
+    pub fn load(source: &SecretKeySource, may_create: bool) -> Result<Self, CryptoError> {
         let encoded = match source {
             SecretKeySource::Inline(secret) => secret.expose_secret().trim().to_string(),
+            SecretKeySource::File(path) if !may_create && !path.exists() => {
+                return Err(CryptoError::Missing(path.display().to_string()));
+            }
             SecretKeySource::File(path) => read_or_create_key_file(path)?,
         };
         let bytes = STANDARD
@@ -130,6 +156,17 @@ impl Sealer {
             .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut buffer)
             .map_err(|_| CryptoError::Open)?;
         Ok(plain.to_vec())
+    }
+
+    /// The sealed value a database keeps to recognise this key.
+    pub fn key_check(&self) -> Vec<u8> {
+        self.seal(KEY_CHECK_PURPOSE, KEY_CHECK_TEXT)
+    }
+
+    /// Whether `sealed` (a database's key check) was sealed by this key.
+    pub fn opens_key_check(&self, sealed: &[u8]) -> bool {
+        self.open(KEY_CHECK_PURPOSE, sealed)
+            .is_ok_and(|text| text == KEY_CHECK_TEXT)
     }
 
     pub fn seal_secret(&self, purpose: &str, secret: &SecretString) -> Vec<u8> {
@@ -244,11 +281,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mailgate-key-{}", std::process::id()));
         let path = dir.join("secret.key");
         let _ = std::fs::remove_dir_all(&dir);
-        let first = Sealer::load_or_create(&SecretKeySource::File(path.clone())).unwrap();
+        let first = Sealer::load(&SecretKeySource::File(path.clone()), true).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let sealed = first.seal("p", b"x");
-        let second = Sealer::load_or_create(&SecretKeySource::File(path.clone())).unwrap();
+        let second = Sealer::load(&SecretKeySource::File(path.clone()), true).unwrap();
         assert_eq!(second.open("p", &sealed).unwrap(), b"x");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -257,7 +294,7 @@ mod tests {
     fn bad_inline_keys_say_why() {
         let short = SecretKeySource::Inline(SecretString::from(STANDARD.encode([1u8; 16])));
         assert!(
-            Sealer::load_or_create(&short)
+            Sealer::load(&short, true)
                 .unwrap_err()
                 .to_string()
                 .contains("must be 32 bytes")

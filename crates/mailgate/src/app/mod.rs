@@ -7,6 +7,7 @@ pub mod connect_gmail;
 pub mod delivery;
 pub mod doctor;
 pub mod outbox;
+mod private_files;
 pub mod servers;
 pub mod settings;
 pub mod sign_in_limits;
@@ -80,11 +81,30 @@ impl App {
         if config.database_url.starts_with("sqlite:")
             || matches!(config.secret_key, crate::config::SecretKeySource::File(_))
         {
-            create_private_dir(&config.data_dir)?;
+            private_files::data_dir(&config.data_dir)?;
         }
-        let sealer = Sealer::load_or_create(&config.secret_key)?;
+        if let crate::config::SecretKeySource::File(path) = &config.secret_key {
+            private_files::key_file(path);
+        }
+        private_files::sqlite_files(&config.database_url);
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
+        // The database remembers its key: a lost key file is not silently replaced, and a wrong
+        // key stops the start instead of failing on each secret later.
+        let key_check = store.key_check().await?;
+        let fresh = key_check.is_none() && !store.holds_sealed_secrets().await?;
+        let sealer = Sealer::load(&config.secret_key, fresh)?;
+        match key_check {
+            Some(check) if !sealer.opens_key_check(&check) => {
+                return Err(CryptoError::WrongKey(config.secret_key.describe()).into());
+            }
+            Some(_) => {}
+            None => {
+                store
+                    .put_key_check(&sealer.key_check(), clock.now())
+                    .await?
+            }
+        }
         let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
         let google = GoogleClient::new(config.google.clone(), Arc::clone(&tls))?;
         let smtp_timeout = std::time::Duration::from_secs(config.smtp_timeout_secs);
@@ -107,19 +127,4 @@ impl App {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
-}
-
-fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if path.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| StartError::DataDir {
-            path: path.display().to_string(),
-            source,
-        })
 }

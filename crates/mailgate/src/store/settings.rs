@@ -1,6 +1,7 @@
 //! Installation settings: a key/value table whose secrets are sealed.
 
 use secrecy::SecretString;
+use sqlx::Row;
 
 use super::{Store, StoreError, opt_bytes, opt_string};
 use crate::clock::Timestamp;
@@ -10,6 +11,7 @@ const CUSTOM_SERVERS: &str = "custom_email_servers";
 const CLIENT_ID: &str = "google.client_id";
 const CLIENT_SECRET: &str = "google.client_secret";
 const TEST_RECIPIENT: &str = "test_recipient";
+const KEY_CHECK: &str = "secret_key_check";
 
 /// The "Gmail Credentials" block of Settings, and the switch that shows it.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +39,28 @@ impl Store {
             Some(r) => (opt_string(&r, "value")?, opt_bytes(&r, "sealed")?),
             None => (None, None),
         })
+    }
+
+    /// The sealed value that recognises the installation's key, once a key has been used.
+    pub async fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.setting(KEY_CHECK).await?.1)
+    }
+
+    /// Whether anything sealed is stored: a database from before key checks still knows, then,
+    /// that a new key would not open it.
+    pub async fn holds_sealed_secrets(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM settings WHERE sealed IS NOT NULL) \
+                  + (SELECT COUNT(*) FROM mail_servers WHERE password_sealed IS NOT NULL) \
+                  + (SELECT COUNT(*) FROM google_connections) AS n",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    pub async fn put_key_check(&self, sealed: &[u8], now: Timestamp) -> Result<(), StoreError> {
+        self.put_setting(KEY_CHECK, None, Some(sealed), now).await
     }
 
     /// A plain (not secret) value, such as the last pre-flight report.

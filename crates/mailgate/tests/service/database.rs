@@ -108,3 +108,58 @@ async fn postgres_runs_the_whole_seed_flow_with_tokens_sealed() {
     );
     t.finish().await;
 }
+
+#[tokio::test]
+async fn the_database_knows_its_key_a_lost_key_file_is_not_replaced_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = spawn(Db::Sqlite).await;
+    t.create_admin().await;
+    t.save_credentials().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let db = t.data_dir.join("mailgate.db");
+    for file in [db.clone(), t.data_dir.join("mailgate.db-wal")] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&t.data_dir), 0o700);
+
+    let key = t.data_dir.join("secret.key");
+    let original = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let error = App::open(config_of(&t), Arc::new(SystemClock))
+        .await
+        .err()
+        .expect("a missing key with sealed secrets stops the start")
+        .to_string();
+    assert!(
+        error.contains(&key.display().to_string()) && error.contains("missing"),
+        "{error}"
+    );
+    assert!(!key.exists(), "no new key was made over the old secrets");
+
+    mailgate::crypto::write_new_private_file(
+        &key,
+        b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let error = App::open(config_of(&t), Arc::new(SystemClock))
+        .await
+        .err()
+        .expect("another key stops the start")
+        .to_string();
+    assert!(
+        error.contains("not the key this database was set up with"),
+        "{error}"
+    );
+    assert!(error.contains(&key.display().to_string()), "{error}");
+
+    // The original key, even left readable by others, is taken back and tightened.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::write(&key, &original).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let app = App::open(config_of(&t), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    assert!(app.google_settings().await.unwrap().client_secret.is_some());
+    assert_eq!(mode(&key), 0o600);
+    t.finish().await;
+}
