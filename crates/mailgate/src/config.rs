@@ -81,6 +81,9 @@ pub struct Config {
     pub history_days: i64,
     /// Seconds an SMTP server may take to answer a command or to take the next part of a message.
     pub smtp_timeout_secs: u64,
+    /// Seconds a browser or API client may take to send its request head, or to send the next
+    /// piece of its body.
+    pub http_timeout_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For` names the client; nobody else's is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Things worth telling the operator at start (unknown environment variables).
@@ -100,6 +103,7 @@ struct FileConfig {
     retention_days: Option<i64>,
     history_days: Option<i64>,
     smtp_timeout_secs: Option<u64>,
+    http_timeout_secs: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     google: FileGoogle,
@@ -142,6 +146,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_RETENTION_DAYS", "retention_days"),
     ("MAILGATE_HISTORY_DAYS", "history_days"),
     ("MAILGATE_SMTP_TIMEOUT_SECS", "smtp_timeout_secs"),
+    ("MAILGATE_HTTP_TIMEOUT_SECS", "http_timeout_secs"),
     ("MAILGATE_TRUSTED_PROXIES", "trusted_proxies"),
     ("MAILGATE_LOG", "(environment only)"),
     ("MAILGATE_LOG_FORMAT", "(environment only)"),
@@ -279,6 +284,12 @@ impl Config {
             file_config.smtp_timeout_secs,
             60,
         )?;
+        let http_timeout_secs = number(
+            "http_timeout_secs",
+            env.get("MAILGATE_HTTP_TIMEOUT_SECS"),
+            file_config.http_timeout_secs,
+            30,
+        )?;
         let trusted_proxies = match env.get("MAILGATE_TRUSTED_PROXIES") {
             Some(list) => list
                 .split(',')
@@ -312,6 +323,7 @@ impl Config {
             retention_days,
             history_days,
             smtp_timeout_secs,
+            http_timeout_secs,
             trusted_proxies,
             warnings,
         })

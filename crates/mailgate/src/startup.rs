@@ -69,12 +69,8 @@ impl Application {
         let router = crate::web::router(Arc::clone(&self.app));
         let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
         let delivery = tokio::spawn(Dispatcher::new(Arc::clone(&self.app)).run(stopped));
-        let served = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let timeout = std::time::Duration::from_secs(self.app.config.http_timeout_secs);
+        let served = crate::web::server::serve(self.listener, router, timeout, shutdown).await;
         let _ = stop_delivery.send(true);
         let _ = delivery.await;
         self.app.store.close().await;

@@ -9,6 +9,7 @@ mod client;
 mod error;
 mod guard;
 mod pages;
+pub mod server;
 mod session;
 mod views;
 

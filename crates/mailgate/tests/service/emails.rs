@@ -128,29 +128,60 @@ async fn the_dashboard_counts_the_queue_and_charts_the_last_day() {
     t.finish().await;
 }
 
+/// Lets the delivery loop run passes until `done` holds (it purges on its own schedule).
+async fn until_a_pass_makes(t: &TestApp, done: impl AsyncFn() -> bool) {
+    let mut passes = t.app.passes.subscribe();
+    t.advance_and_wake(0);
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !done().await {
+            passes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the delivery loop purged");
+}
+
 #[tokio::test]
-async fn bodies_of_sent_messages_are_deleted_after_the_retention_period() {
+async fn bodies_then_records_of_finished_messages_are_deleted_after_their_periods() {
     let t = spawn_with(Db::Sqlite, |env| {
         env.insert("MAILGATE_RETENTION_DAYS".into(), "2".into());
+        env.insert("MAILGATE_HISTORY_DAYS".into(), "5".into());
     })
     .await;
     t.sending_as_alice().await;
     let key = t.api_key().await;
-    let id = send(&t, &key, "kept a while").await;
-    t.wait_state(&id, "sent").await;
-    assert!(t.app.store.message_body(&id).await.unwrap().is_some());
+    let sent = send(&t, &key, "kept a while").await;
+    t.wait_state(&sent, "sent").await;
+    t.gsim.world().arm_smtp_fault(gsim::SmtpFault {
+        stage: gsim::SmtpStage::Mail,
+        reply: Some("451 4.3.0 Mail server temporarily rejected message. {id} - gsmtp".into()),
+        close: false,
+        hold: false,
+        count: 1,
+        account: None,
+    });
+    let cancelled = send(&t, &key, "cancelled").await;
+    t.wait_state(&cancelled, "deferred").await;
+    t.app.cancel_message(&cancelled).await.unwrap();
+    let queued_later = send(&t, &key, "still going").await;
+    t.wait_state(&queued_later, "sent").await;
+    let body = async |id: &str| t.app.store.message_body(id).await.unwrap().is_some();
+    assert!(body(&sent).await && body(&cancelled).await);
+
     t.clock.advance(2 * 86_400 + 3600);
-    let purged = t
-        .app
-        .store
-        .purge_bodies(t.app.now() - 2 * 86_400)
-        .await
-        .unwrap();
-    assert_eq!(purged, 1);
-    assert!(t.app.store.message_body(&id).await.unwrap().is_none());
+    until_a_pass_makes(&t, async || !body(&sent).await && !body(&cancelled).await).await;
     t.sign_in().await;
-    let page = t.visit(&format!("/emails/{id}")).await;
+    let page = t.visit(&format!("/emails/{sent}")).await;
     assert!(page.has("content deleted after the retention period"));
     assert!(page.has("kept a while"), "the record stays");
+
+    t.clock.advance(3 * 86_400);
+    let gone = async |id: &str| t.app.message(id).await.is_err();
+    until_a_pass_makes(&t, async || gone(&sent).await && gone(&cancelled).await).await;
+    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+        .fetch_one(t.app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "their attempts went with them");
     t.finish().await;
 }

@@ -16,5 +16,6 @@ mod logs;
 mod servers;
 mod settings;
 mod sign_in_flood;
+mod slow_clients;
 mod support;
 mod test_connection;

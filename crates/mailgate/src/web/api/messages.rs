@@ -33,6 +33,9 @@ pub async fn submit(
             "content_type",
             "send Content-Type: application/json",
         ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            super::too_large(super::body_limit(&app))
+        }
         other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", other.body_text()),
     })?;
     let idempotency_key = match headers.get("idempotency-key") {

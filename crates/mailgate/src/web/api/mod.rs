@@ -15,14 +15,48 @@ use serde_json::json;
 
 use crate::app::App;
 
+/// The largest request body the API reads: attachments travel in base64, a third larger than
+/// the message they make.
+pub fn body_limit(app: &App) -> usize {
+    app.config.max_message_size / 3 * 4 + 1024 * 1024
+}
+
 pub fn router(app: &App) -> Router<Arc<App>> {
-    // Attachments travel in base64: a third larger than the message they make.
-    let body_limit = app.config.max_message_size / 3 * 4 + 1024 * 1024;
+    let limit = body_limit(app);
     Router::new()
         .route("/api/v1/messages", post(messages::submit))
         .route("/api/v1/messages/{id}", get(messages::status))
         .route("/api/v1/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                match declared_length(&request) {
+                    Some(length) if length > limit => too_large(limit).into_response(),
+                    _ => next.run(request).await,
+                }
+            },
+        ))
+}
+
+/// A body announced larger than the limit is refused before a byte of it is read.
+fn declared_length(request: &axum::extract::Request) -> Option<usize> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!(
+            "the request is larger than {limit} bytes; messages may be at most max_message_size bytes, attachments included"
+        ),
+    )
 }
 
 async fn openapi() -> Response {
