@@ -229,6 +229,8 @@ impl AsyncWrite for Stream {
 /// A server that floods lines must not exhaust memory.
 const MAX_LINE: usize = 4096;
 const MAX_REPLY_LINES: usize = 64;
+/// The final reply may take this many command timeouts (60 s → 10 minutes, as RFC 5321 says).
+const FINAL_REPLY_FACTOR: u32 = 10;
 /// How much of a message goes per write; each write has the command timeout to itself.
 const BODY_CHUNK: usize = 64 * 1024;
 
@@ -465,7 +467,14 @@ impl SmtpSession {
     /// other than a reply leaves the outcome unknown: the server may have taken the message.
     pub async fn end_data(&mut self) -> Result<Reply, SmtpError> {
         self.send(Stage::DataEnd, b".\r\n").await?;
-        self.expect(Stage::DataEnd, &[250]).await
+        // The server takes in what is still in flight and checks the message before it answers:
+        // RFC 5321 §4.5.3.2.6 gives the final reply 10 minutes against 5 for a command. Giving up
+        // early makes an unknown outcome of a message that was about to be accepted.
+        let command_timeout = self.timeout;
+        self.timeout = command_timeout.saturating_mul(FINAL_REPLY_FACTOR);
+        let verdict = self.expect(Stage::DataEnd, &[250]).await;
+        self.timeout = command_timeout;
+        verdict
     }
 
     /// The start of a transaction: MAIL, RCPT for each recipient, DATA. With PIPELINING (Gmail

@@ -514,3 +514,103 @@ async fn a_temporary_refusal_of_one_recipient_defers_the_whole_message_and_sends
     );
     t.finish().await;
 }
+
+/// A scripted SMTP peer that takes a message slowly: a read (at most 16 KiB) every 5 ms, with a
+/// small receive buffer. Returns the bytes of the message it took.
+async fn slow_peer(listener: tokio::net::TcpListener) -> usize {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    stream
+        .get_mut()
+        .write_all(b"220 slow.example ESMTP\r\n")
+        .await
+        .unwrap();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await.unwrap() == 0 {
+            return 0;
+        }
+        let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-slow.example\r\n250 SIZE 40000000\r\n",
+            "MAIL" | "RCPT" => b"250 2.1.0 OK\r\n",
+            "DATA" => b"354 Go ahead\r\n",
+            "QUIT" => b"221 2.0.0 Bye\r\n",
+            _ => b"502 5.5.1 Unrecognized command\r\n",
+        };
+        stream.get_mut().write_all(reply).await.unwrap();
+        if verb == "QUIT" {
+            return 0;
+        }
+        if verb == "DATA" {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while !body.ends_with(b"\r\n.\r\n") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the sender hung up mid-message");
+        body.extend_from_slice(&chunk[..n]);
+        // The slowness under test: a peer that reads at its own pace.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stream
+        .get_mut()
+        .write_all(b"250 2.0.0 OK taken slowly\r\n")
+        .await
+        .unwrap();
+    body.len()
+}
+
+#[tokio::test]
+async fn a_large_message_to_a_slow_server_goes_when_each_write_is_within_the_timeout() {
+    // One second per command or per 64 KiB piece; the whole upload takes longer than that.
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_SMTP_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    t.create_admin().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let peer = tokio::spawn(slow_peer(listener));
+    let page = t
+        .submit(
+            "/servers",
+            &[
+                ("name", "Slow"),
+                ("auth", "none"),
+                ("host", "127.0.0.1"),
+                ("port", &port),
+                ("security", "none"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let key = t.api_key().await;
+    let text = format!("{}\n", "x".repeat(78)).repeat(100_000);
+    let (status, accepted) = t
+        .send(
+            &key,
+            &serde_json::json!({"from": "app@example.com", "to": [BOB], "subject": "big", "text": text}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let started = std::time::Instant::now();
+    let sent = t.wait_state(accepted["id"].as_str().unwrap(), "sent").await;
+    let took = started.elapsed();
+    let received = peer.await.unwrap();
+    eprintln!("slow server: {received} bytes in {took:?}");
+    assert!(received > 8_000_000, "{received} bytes");
+    assert!(
+        took > std::time::Duration::from_secs(1),
+        "the upload outlasted one timeout ({took:?}), so the timeout was per write"
+    );
+    assert_eq!(sent.attempts, 1);
+    t.finish().await;
+}
