@@ -144,7 +144,7 @@ async fn prepare(gsim: &Gsim, env: &BTreeMap<String, String>) -> anyhow::Result<
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = app
-        .create_api_key("bench")
+        .create_api_key("bench", mailgate::app::api_keys::KeyScope::Submit)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     app.store.close().await;

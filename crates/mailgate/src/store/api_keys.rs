@@ -5,12 +5,36 @@ use sqlx::Row;
 use super::{Store, StoreError, opt_i64};
 use crate::clock::Timestamp;
 
+/// What a key may do. Every key submits; a submit key reads back only the messages it submitted,
+/// an admin key reads every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    Submit,
+    Admin,
+}
+
+impl KeyScope {
+    pub fn code(self) -> &'static str {
+        match self {
+            KeyScope::Submit => "submit",
+            KeyScope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        [KeyScope::Submit, KeyScope::Admin]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
     pub id: i64,
     pub name: String,
     /// The first characters, to tell keys apart in the list.
     pub prefix: String,
+    pub scope: KeyScope,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
@@ -22,14 +46,16 @@ impl Store {
         name: &str,
         key_hash: &str,
         prefix: &str,
+        scope: KeyScope,
         now: Timestamp,
     ) -> Result<i64, StoreError> {
         Ok(sqlx::query(
-            "INSERT INTO api_keys (name, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO api_keys (name, key_hash, prefix, scope, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(name)
         .bind(key_hash)
         .bind(prefix)
+        .bind(scope.code())
         .bind(now)
         .fetch_one(self.pool())
         .await?
@@ -38,7 +64,7 @@ impl Store {
 
     pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM api_keys ORDER BY id DESC",
+            "SELECT id, name, prefix, scope, created_at, last_used_at, revoked_at FROM api_keys ORDER BY id DESC",
         )
         .fetch_all(self.pool())
         .await?;
@@ -49,6 +75,7 @@ impl Store {
                     id: r.try_get("id")?,
                     name: r.try_get("name")?,
                     prefix: r.try_get("prefix")?,
+                    scope: scope_of(r)?,
                     created_at: r.try_get("created_at")?,
                     last_used_at: opt_i64(r, "last_used_at")?,
                     revoked_at: opt_i64(r, "revoked_at")?,
@@ -74,15 +101,18 @@ impl Store {
         &self,
         key_hash: &str,
         now: Timestamp,
-    ) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-            .bind(key_hash)
-            .fetch_optional(self.pool())
-            .await?;
+    ) -> Result<Option<(i64, KeyScope)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, scope FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(self.pool())
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         let id: i64 = row.try_get("id")?;
+        let scope = scope_of(&row)?;
         // At most once a minute: a busy client must not turn every submission into two writes.
         sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
             .bind(now)
@@ -90,6 +120,12 @@ impl Store {
             .bind(now - 60)
             .execute(self.pool())
             .await?;
-        Ok(Some(id))
+        Ok(Some((id, scope)))
     }
+}
+
+/// An unknown scope reads as the narrower one.
+fn scope_of(row: &sqlx::any::AnyRow) -> Result<KeyScope, sqlx::Error> {
+    let code: String = row.try_get("scope")?;
+    Ok(KeyScope::parse(&code).unwrap_or(KeyScope::Submit))
 }

@@ -17,7 +17,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use admins::{AdminRecord, SessionRecord};
-pub use api_keys::ApiKeyRecord;
+pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use messages::{
     Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage, Settlement,

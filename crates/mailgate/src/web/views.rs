@@ -148,6 +148,8 @@ pub struct ApiKeyRow {
     pub id: i64,
     pub name: String,
     pub prefix: String,
+    /// Which messages the key may read back.
+    pub reads: &'static str,
     pub created: String,
     pub last_used: String,
     pub revoked: bool,

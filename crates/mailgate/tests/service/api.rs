@@ -633,3 +633,48 @@ async fn sender_claims_and_header_injection_are_refused_and_rebuilt_headers_are_
     assert_eq!(reply_to.address.as_deref(), Some("joerg@partner.example"));
     t.finish().await;
 }
+
+/// The key in the page that creates it (shown once).
+fn new_key(page: &Page) -> String {
+    let start = page.body.find("<code id=\"api-key\">").unwrap() + "<code id=\"api-key\">".len();
+    page.body[start..start + page.body[start..].find('<').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn a_submit_key_reads_only_its_own_messages_and_an_admin_key_reads_all() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let flectra = t.api_key().await;
+    let printer = t.api_key().await;
+    let created = t
+        .submit("/api-keys", &[("name", "Monitoring"), ("scope", "admin")])
+        .await;
+    let monitoring = new_key(&created);
+    assert!(t.visit("/api-keys").await.has("all messages"));
+    let (_, accepted) = t.send(&flectra, &hello()).await;
+    let id = accepted["id"].as_str().unwrap();
+    let read = |key: String| {
+        let url = t.url(&format!("/api/v1/messages/{id}"));
+        let http = t.http.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(read(flectra.clone()).await, StatusCode::OK, "its own");
+    assert_eq!(
+        read(printer).await,
+        StatusCode::NOT_FOUND,
+        "another submit key does not learn it exists"
+    );
+    assert_eq!(
+        read(monitoring).await,
+        StatusCode::OK,
+        "an admin key reads all"
+    );
+    t.finish().await;
+}

@@ -471,7 +471,10 @@ impl TestApp {
     }
 
     pub async fn api_key(&self) -> String {
-        self.app.create_api_key("tests").await.unwrap()
+        self.app
+            .create_api_key("tests", mailgate::app::api_keys::KeyScope::Submit)
+            .await
+            .unwrap()
     }
 
     /// POST /api/v1/messages with an API key.

@@ -18,7 +18,7 @@ use crate::domain::message::Submission;
 /// first message and `Idempotent-Replayed: true`.
 pub async fn submit(
     State(app): State<Arc<App>>,
-    ApiKey(key_id): ApiKey,
+    ApiKey(caller): ApiKey,
     headers: HeaderMap,
     body: Result<Json<Submission>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -52,7 +52,7 @@ pub async fn submit(
         .submit(
             &submission,
             Origin {
-                api_key_id: Some(key_id),
+                api_key_id: Some(caller.key_id),
                 idempotency_key,
             },
         )
@@ -90,10 +90,10 @@ pub async fn submit(
 
 pub async fn status(
     State(app): State<Arc<App>>,
-    ApiKey(_): ApiKey,
+    ApiKey(caller): ApiKey,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (message, attempts) = app.message(&id).await?;
+    let (message, attempts) = app.message_for(caller, &id).await?;
     Ok(Json(json!({
         "id": message.id,
         "state": message.state,

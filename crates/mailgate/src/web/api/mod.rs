@@ -134,7 +134,7 @@ impl From<crate::app::AppError> for ApiError {
 }
 
 /// The API key presented with the request.
-pub struct ApiKey(pub i64);
+pub struct ApiKey(pub crate::app::api_keys::ApiCaller);
 
 impl FromRequestParts<Arc<App>> for ApiKey {
     type Rejection = ApiError;
@@ -152,7 +152,7 @@ impl FromRequestParts<Arc<App>> for ApiKey {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("send an API key: Authorization: Bearer mgk_..."))?;
         match app.authenticate_api_key(key.trim()).await? {
-            Some(id) => Ok(ApiKey(id)),
+            Some(caller) => Ok(ApiKey(caller)),
             None => Err(unauthorized("this API key is unknown or revoked")),
         }
     }

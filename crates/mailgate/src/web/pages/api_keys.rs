@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{redirect_with, with_status};
 use crate::app::admins::AdminSession;
+use crate::app::api_keys::KeyScope;
 use crate::app::{App, AppError};
 use crate::clock::{format_utc, relative};
 use crate::web::WebError;
@@ -31,6 +32,10 @@ async fn page(
             id: k.id,
             name: k.name,
             prefix: k.prefix,
+            reads: match k.scope {
+                KeyScope::Submit => "its own messages",
+                KeyScope::Admin => "all messages",
+            },
             created: format_utc(k.created_at),
             last_used: k
                 .last_used_at
@@ -66,6 +71,9 @@ pub async fn list(
 pub struct NewKey {
     #[serde(default)]
     name: String,
+    /// `submit` (the default) or `admin`.
+    #[serde(default)]
+    scope: String,
 }
 
 /// The key is in this response only: no redirect, so it never sits in a cookie or a URL.
@@ -74,7 +82,8 @@ pub async fn create(
     Admin(admin): Admin,
     Form(form): Form<NewKey>,
 ) -> Result<Response, WebError> {
-    match app.create_api_key(&form.name).await {
+    let scope = KeyScope::parse(&form.scope).unwrap_or(KeyScope::Submit);
+    match app.create_api_key(&form.name, scope).await {
         Ok(key) => Ok(page(&app, &admin, None, Some(key), None)
             .await?
             .into_response()),
