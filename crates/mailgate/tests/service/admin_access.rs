@@ -190,16 +190,7 @@ async fn state_changing_requests_without_csrf_proof_are_refused() {
 async fn sign_in_is_rate_limited() {
     let t = spawn(Db::Sqlite).await;
     t.create_admin().await;
-    let guest = browser();
-    let login = guest
-        .get(t.url("/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden(&login, "_csrf").unwrap();
+    let (guest, csrf) = t.guest_at_login().await;
     let attempt = |password: &'static str| {
         let guest = guest.clone();
         let url = t.url("/login");

@@ -130,16 +130,7 @@ async fn forged_replayed_expired_and_foreign_states_are_refused_each_with_its_re
         )
         .await
         .unwrap();
-    let second = browser();
-    let login = second
-        .get(t.url("/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden(&login, "_csrf").unwrap();
+    let (second, csrf) = t.guest_at_login().await;
     second
         .post(t.url("/login"))
         .form(&[

@@ -67,9 +67,7 @@ async fn no_secret_or_token_reaches_the_logs() {
     );
 
     // A sign-in posts the admin password to the process.
-    let admin = browser();
-    let login = admin.get(t.url("/login")).send().await.unwrap();
-    let csrf = hidden(&login.text().await.unwrap(), "_csrf").unwrap();
+    let (admin, csrf) = t.guest_at_login().await;
     let signed_in = admin
         .post(t.url("/login"))
         .form(&[

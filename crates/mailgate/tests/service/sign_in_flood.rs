@@ -136,16 +136,7 @@ async fn a_flood_of_wrong_passwords_is_capped_and_the_admins_browser_still_signs
     );
 
     // The attacker spends the rest of that address's budget, one guess at a time…
-    let fresh = browser();
-    let page = fresh
-        .get(t.url("/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let fresh_csrf = hidden(&page, "_csrf").unwrap();
+    let (fresh, fresh_csrf) = t.guest_at_login().await;
     let from_attacker = |password: &'static str| {
         fresh
             .post(t.url("/login"))

@@ -214,6 +214,16 @@ pub fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+impl TestApp {
+    /// A new browser at the sign-in page, and the CSRF token its form carries.
+    pub async fn guest_at_login(&self) -> (reqwest::Client, String) {
+        let guest = browser();
+        let page = guest.get(self.url("/login")).send().await.unwrap();
+        let csrf = hidden(&page.text().await.unwrap(), "_csrf").expect("the sign-in form");
+        (guest, csrf)
+    }
+}
+
 pub fn hidden(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
