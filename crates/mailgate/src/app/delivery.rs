@@ -25,6 +25,7 @@ use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
 
 use super::App;
+use super::gmail_login::GmailLoginError;
 use super::tokens::TokenError;
 use crate::clock::{Timestamp, format_utc};
 use crate::domain::outgoing::{Failure, RetryPolicy, Verdict, default_daily_limit};
@@ -133,6 +134,25 @@ impl Stop {
             failure,
             stage: e.stage(),
             reply,
+        }
+    }
+
+    fn from_login(e: GmailLoginError, now: Timestamp) -> Self {
+        match e {
+            GmailLoginError::Token(e) => Self::from_token(&e),
+            GmailLoginError::Smtp(e) => Self::from_smtp(&e, now),
+            GmailLoginError::NoXoauth2 => Self {
+                failure: Failure::NeedsHuman(
+                    "the server does not offer AUTH XOAUTH2: it is not Gmail's SMTP server".into(),
+                ),
+                stage: Stage::Auth,
+                reply: None,
+            },
+            GmailLoginError::Rejected { reason, error } => Self {
+                failure: Failure::NeedsHuman(format!("Reconnect needed: {reason}")),
+                stage: Stage::Auth,
+                reply: error.reply().map(|r| r.text()),
+            },
         }
     }
 
@@ -776,64 +796,12 @@ impl Dispatcher {
     async fn connect(&self, server: &MailServer) -> Result<SmtpSession, Stop> {
         let target = self.app.smtp_target(server);
         let now = self.app.now();
-        let metrics = &self.app.metrics;
         match server.auth {
-            AuthMethod::Gmail => {
-                let account = server.username.clone().unwrap_or_default();
-                let mut forced = false;
-                loop {
-                    let token = self
-                        .app
-                        .access_token(&account, forced)
-                        .await
-                        .map_err(|e| Stop::from_token(&e))?;
-                    let mut session = self
-                        .app
-                        .smtp
-                        .connect(&target)
-                        .await
-                        .map_err(|e| Stop::from_smtp(&e, now))?;
-                    match session.auth_xoauth2(&account, &token).await {
-                        Ok(()) => {
-                            bump(&metrics.smtp_logins_ok);
-                            return Ok(session);
-                        }
-                        Err(e) => {
-                            bump(&metrics.smtp_logins_failed);
-                            let is_535 = e.reply().is_some_and(|r| r.code == 535);
-                            session.quit().await;
-                            if is_535 && !forced {
-                                forced = true;
-                                continue;
-                            }
-                            if is_535 {
-                                let reason = format!(
-                                    "Gmail refused a fresh token at login: {}",
-                                    e.reply()
-                                        .and_then(|r| r.lines.first().cloned())
-                                        .unwrap_or_default()
-                                );
-                                if let Err(err) = self
-                                    .app
-                                    .store
-                                    .mark_reconnect_needed(&account, &reason, now)
-                                    .await
-                                {
-                                    tracing::error!("cannot mark {account}: {err}");
-                                }
-                                return Err(Stop {
-                                    failure: Failure::NeedsHuman(format!(
-                                        "Reconnect needed: {reason}"
-                                    )),
-                                    stage: Stage::Auth,
-                                    reply: e.reply().map(|r| r.text()),
-                                });
-                            }
-                            return Err(Stop::from_smtp(&e, now));
-                        }
-                    }
-                }
-            }
+            AuthMethod::Gmail => self
+                .app
+                .gmail_session(server, |_| {})
+                .await
+                .map_err(|e| Stop::from_login(e, now)),
             AuthMethod::Password => {
                 let password = self
                     .app
@@ -895,7 +863,26 @@ impl Dispatcher {
             .get(account)
             .copied()
             .filter(|until| *until > now);
-        let (sent, frees) = self.app.store.sends_in_window(account, now).await.ok()?;
+        let (sent, frees) = match self.app.store.sends_in_window(account, now).await {
+            Ok(window) => window,
+            // Not knowing the count is no licence to send past the limit: wait and read again.
+            Err(e) => {
+                return Some(Outcome {
+                    verdict: Verdict::Deferred {
+                        until: now + 60,
+                        reason: format!(
+                            "mailgate could not read how many messages {account} sent in the last 24 hours ({e}); the daily limit is never skipped, so the message waits"
+                        ),
+                    },
+                    stage: Stage::MailFrom,
+                    reply: None,
+                    detail: "the daily count could not be read".into(),
+                    counts: false,
+                    unknown: false,
+                    sent_by: None,
+                });
+            }
+        };
         let until = match told {
             Some(until) => until,
             None if sent >= limit => frees.unwrap_or(now + 3600),

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod connect_gmail;
 pub mod delivery;
 pub mod doctor;
+pub mod gmail_login;
 pub mod outbox;
 mod private_files;
 pub mod servers;

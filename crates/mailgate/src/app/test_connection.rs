@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::gmail_login::{GmailLoginError, LoginStep};
 use super::tokens::TokenError;
 use super::{App, AppError};
 use crate::clock::Timestamp;
@@ -141,84 +142,65 @@ impl Run<'_> {
             .connect(&target)
             .await
             .map_err(|e| smtp_failure(&e))?;
-        let tls = session
-            .tls
-            .as_deref()
-            .map(|t| format!(", TLS verified ({t})"))
-            .unwrap_or_else(|| ", without TLS".into());
-        self.steps.push(format!(
-            "Connected to {}:{}{tls}; the server said: {}",
-            target.host,
-            target.port,
-            session.greeting.text()
-        ));
+        self.steps.push(connected(&target, &session));
         Ok(session)
     }
 
-    /// Connects and logs in with XOAUTH2. On a `535`, the token is refreshed once and the login
-    /// tried again; a second `535` means the connection needs a human.
+    /// The shared Gmail login ([`App::gmail_session`]), its steps written down as they happen.
     async fn gmail_session(&mut self) -> Result<SmtpSession, TestFailure> {
-        let email = self
-            .server
-            .username
-            .clone()
-            .ok_or_else(|| failure(Stage::Token, "the server has no Username".into(), None))?;
-        let mut forced = false;
-        loop {
-            let token = self
-                .app
-                .access_token(&email, forced)
-                .await
-                .map_err(token_failure)?;
-            self.steps.push(if forced {
-                "Got a fresh access token from Google".to_string()
-            } else {
-                "Access token ready".to_string()
-            });
-            let mut session = self.connect().await?;
-            if !session.offers_auth("XOAUTH2") {
-                return Err(failure(
-                    Stage::Auth,
-                    "the server does not offer AUTH XOAUTH2".into(),
-                    Some("Check the SMTP host and port: Gmail offers XOAUTH2 on smtp.gmail.com, ports 587 (STARTTLS) and 465 (SSL/TLS).".into()),
-                ));
-            }
-            match session.auth_xoauth2(&email, &token).await {
-                Ok(()) => {
-                    self.steps
-                        .push(format!("AUTH XOAUTH2 as {email}: 235 accepted"));
-                    let now = self.app.now();
-                    let _ = self.app.store.mark_connection_valid(&email, now).await;
-                    return Ok(session);
-                }
-                Err(e @ SmtpError::Refused { .. })
-                    if e.reply().is_some_and(|r| r.code == 535) && !forced =>
-                {
-                    self.steps.push(format!(
-                        "AUTH XOAUTH2 refused ({}); trying once more with a fresh token",
-                        e.reply().map(|r| r.text()).unwrap_or_default()
-                    ));
-                    session.quit().await;
-                    forced = true;
-                }
-                Err(e) => {
-                    if let Some(reply) = e.reply().filter(|r| r.code == 535) {
-                        let reason = format!(
-                            "Gmail refused a fresh token at login: {}",
-                            reply.lines.first().cloned().unwrap_or_default()
-                        );
-                        let now = self.app.now();
-                        let _ = self
-                            .app
-                            .store
-                            .mark_reconnect_needed(&email, &reason, now)
-                            .await;
-                    }
-                    return Err(smtp_failure(&e));
-                }
-            }
+        if self.server.username.is_none() {
+            return Err(failure(
+                Stage::Token,
+                "the server has no Username".into(),
+                None,
+            ));
         }
+        let target = self.app.smtp_target(self.server);
+        let steps = &mut self.steps;
+        let login = self
+            .app
+            .gmail_session(self.server, |step| match step {
+                LoginStep::Token { fresh: false } => steps.push("Access token ready".into()),
+                LoginStep::Token { fresh: true } => {
+                    steps.push("Got a fresh access token from Google".into());
+                }
+                LoginStep::Connected(session) => steps.push(connected(&target, session)),
+                LoginStep::Retrying(e) => steps.push(format!(
+                    "AUTH XOAUTH2 refused ({}); trying once more with a fresh token",
+                    e.reply().map(|r| r.text()).unwrap_or_default()
+                )),
+                LoginStep::LoggedIn { account } => {
+                    steps.push(format!("AUTH XOAUTH2 as {account}: 235 accepted"));
+                }
+            })
+            .await;
+        login.map_err(|e| match e {
+            GmailLoginError::Token(e) => token_failure(e),
+            GmailLoginError::Smtp(e) | GmailLoginError::Rejected { error: e, .. } => {
+                smtp_failure(&e)
+            }
+            GmailLoginError::NoXoauth2 => failure(
+                Stage::Auth,
+                "the server does not offer AUTH XOAUTH2".into(),
+                Some("Check the SMTP host and port: Gmail offers XOAUTH2 on smtp.gmail.com, ports 587 (STARTTLS) and 465 (SSL/TLS).".into()),
+            ),
+        })
     }
+}
+
+/// "Connected to host:port, TLS verified (…); the server said: …"
+fn connected(target: &crate::smtp_out::Target, session: &SmtpSession) -> String {
+    let tls = session
+        .tls
+        .as_deref()
+        .map(|t| format!(", TLS verified ({t})"))
+        .unwrap_or_else(|| ", without TLS".into());
+    format!(
+        "Connected to {}:{}{tls}; the server said: {}",
+        target.host,
+        target.port,
+        session.greeting.text()
+    )
 }
 
 fn failure(stage: Stage, message: String, fix: Option<String>) -> TestFailure {

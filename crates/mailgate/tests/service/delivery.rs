@@ -614,3 +614,30 @@ async fn a_large_message_to_a_slow_server_goes_when_each_write_is_within_the_tim
     assert_eq!(sent.attempts, 1);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn when_the_daily_count_cannot_be_read_the_message_waits_instead_of_skipping_the_limit() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let rename = |from: &'static str, to: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {from} RENAME TO {to}"
+        )))
+        .execute(t.app.store.pool())
+    };
+    rename("account_sends", "account_sends_away").await.unwrap();
+    let id = queued(&t, &key, "counted first").await;
+    let deferred = t.wait_state(&id, "deferred").await;
+    assert!(
+        deferred
+            .last_error
+            .unwrap()
+            .contains("the daily limit is never skipped"),
+    );
+    assert_eq!(t.gsim.world().counters().messages_accepted, 0);
+    rename("account_sends_away", "account_sends").await.unwrap();
+    t.advance_and_wake(61);
+    t.wait_state(&id, "sent").await;
+    t.finish().await;
+}
