@@ -28,7 +28,9 @@ use super::App;
 use super::gmail_login::GmailLoginError;
 use super::tokens::TokenError;
 use crate::clock::{Timestamp, format_utc};
-use crate::domain::outgoing::{Failure, RetryPolicy, Verdict, default_daily_limit};
+use crate::domain::outgoing::{
+    Failure, RetryPolicy, Trouble, Verdict, classify, default_daily_limit,
+};
 use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::metrics::bump;
 use crate::smtp_out::{SmtpError, SmtpSession};
@@ -120,20 +122,18 @@ struct Stop {
 
 impl Stop {
     fn from_smtp(e: &SmtpError, quota_frees: Timestamp) -> Self {
-        let reply = e.reply().map(|r| r.text());
-        let failure = match e.reply() {
-            Some(r) if r.code == 550 && r.enhanced() == Some("5.4.5") => Failure::Quota {
-                until: quota_frees,
-                reason: format!("Gmail's daily sending quota: {}", r.text()),
+        let what = e.to_string();
+        let trouble = match e.reply() {
+            Some(reply) => Trouble::Reply {
+                stage: e.stage(),
+                reply,
             },
-            Some(r) if r.is_temporary() => Failure::Temporary(r.text()),
-            Some(r) => Failure::Permanent(r.text()),
-            None => Failure::Temporary(e.to_string()),
+            None => Trouble::Transport { what: &what },
         };
         Self {
-            failure,
+            failure: classify(trouble, quota_frees),
             stage: e.stage(),
-            reply,
+            reply: e.reply().map(|r| r.text()),
         }
     }
 
@@ -826,12 +826,7 @@ impl Dispatcher {
                     Ok(()) => Ok(session),
                     Err(e) => {
                         session.quit().await;
-                        let mut stop = Stop::from_smtp(&e, now);
-                        if matches!(stop.failure, Failure::Permanent(_)) {
-                            stop.failure =
-                                Failure::NeedsHuman(format!("the server refused the login: {e}"));
-                        }
-                        Err(stop)
+                        Err(Stop::from_smtp(&e, now))
                     }
                 }
             }

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::smtp_reply::{Reply, Stage};
 use crate::clock::Timestamp;
 
 /// queued → sending → sent | deferred | held | failed | cancelled
@@ -173,6 +174,37 @@ impl Failure {
     }
 }
 
+/// What went wrong in an attempt, as far as deciding what to do next cares.
+#[derive(Debug, Clone, Copy)]
+pub enum Trouble<'a> {
+    /// The server answered `reply` at `stage`.
+    Reply { stage: Stage, reply: &'a Reply },
+    /// No answer to go by: refused or dropped connection, TLS failure, timeout, garbled reply.
+    /// `what` says which, for the record.
+    Transport { what: &'a str },
+}
+
+/// The rules that turn a failed attempt into what happens to the message, in order: the first
+/// that matches decides. `quota_frees` is when the account's 24-hour window frees a send.
+pub fn classify(trouble: Trouble<'_>, quota_frees: Timestamp) -> Failure {
+    match trouble {
+        Trouble::Reply { reply, .. } if reply.code == 550 && reply.enhanced() == Some("5.4.5") => {
+            Failure::Quota {
+                until: quota_frees,
+                reason: format!("Gmail's daily sending quota: {}", reply.text()),
+            }
+        }
+        Trouble::Reply { reply, .. } if reply.is_temporary() => Failure::Temporary(reply.text()),
+        // A refused login is not the message's fault and will not pass by itself.
+        Trouble::Reply {
+            stage: Stage::Auth,
+            reply,
+        } => Failure::NeedsHuman(format!("the server refused the login: {}", reply.text())),
+        Trouble::Reply { reply, .. } => Failure::Permanent(reply.text()),
+        Trouble::Transport { what } => Failure::Temporary(what.to_string()),
+    }
+}
+
 /// Gmail's daily sending limits: 500 for consumer accounts, 2,000 for Workspace.
 pub fn default_daily_limit(account: &str) -> i64 {
     let domain = account.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
@@ -237,6 +269,105 @@ mod tests {
                 reason: "q".into()
             }
         );
+    }
+
+    /// Every classification rule, one row each: what the server said (or that it said nothing),
+    /// where, and what becomes of the message.
+    #[test]
+    fn each_failure_is_classified_by_one_rule() {
+        fn reply(text: &str) -> Reply {
+            let (code, rest) = text.split_once(' ').unwrap();
+            Reply {
+                code: code.parse().unwrap(),
+                lines: vec![rest.to_string()],
+            }
+        }
+        let rows: &[(&str, Option<Stage>, &str)] = &[
+            (
+                "421 4.7.0 Try again later, closing connection.",
+                Some(Stage::MailFrom),
+                "temporary",
+            ),
+            (
+                "450 4.2.1 The user you are trying to contact is receiving mail too quickly.",
+                Some(Stage::RcptTo),
+                "temporary",
+            ),
+            (
+                "451 4.3.0 Mail server temporarily rejected message.",
+                Some(Stage::DataEnd),
+                "temporary",
+            ),
+            (
+                "452 4.5.3 Your message has too many recipients.",
+                Some(Stage::RcptTo),
+                "temporary",
+            ),
+            (
+                "454 4.7.0 Too many login attempts, please try again later.",
+                Some(Stage::Auth),
+                "temporary",
+            ),
+            (
+                "535 5.7.8 Username and Password not accepted.",
+                Some(Stage::Auth),
+                "needs a human",
+            ),
+            (
+                "550 5.4.5 Daily user sending quota exceeded.",
+                Some(Stage::MailFrom),
+                "quota",
+            ),
+            (
+                "550 5.1.1 The email account that you tried to reach does not exist.",
+                Some(Stage::RcptTo),
+                "permanent",
+            ),
+            (
+                "552 5.3.4 Your message exceeded Google's message size limits.",
+                Some(Stage::DataEnd),
+                "permanent",
+            ),
+            (
+                "554 5.6.0 Message is malformed.",
+                Some(Stage::DataEnd),
+                "permanent",
+            ),
+            (
+                "could not connect to smtp.gmail.com:587: Connection refused",
+                None,
+                "temporary",
+            ),
+            (
+                "TLS with smtp.gmail.com failed: invalid peer certificate",
+                None,
+                "temporary",
+            ),
+            ("no answer within 60 s at DATA", None, "temporary"),
+            (
+                "the server closed the connection at MAIL FROM",
+                None,
+                "temporary",
+            ),
+        ];
+        for (said, stage, expected) in rows {
+            let parsed = stage.map(|_| reply(said));
+            let trouble = match (stage, &parsed) {
+                (Some(stage), Some(parsed)) => Trouble::Reply {
+                    stage: *stage,
+                    reply: parsed,
+                },
+                _ => Trouble::Transport { what: said },
+            };
+            let got = match classify(trouble, 7_200) {
+                Failure::Temporary(_) => "temporary",
+                Failure::Quota { until: 7_200, .. } => "quota",
+                Failure::Quota { .. } => "quota at the wrong time",
+                Failure::NeedsHuman(_) => "needs a human",
+                Failure::Permanent(_) => "permanent",
+            };
+            assert_eq!(got, *expected, "{said}");
+        }
     }
 
     #[test]
