@@ -678,3 +678,30 @@ async fn a_submit_key_reads_only_its_own_messages_and_an_admin_key_reads_all() {
     );
     t.finish().await;
 }
+
+#[tokio::test]
+async fn bcc_recipients_get_the_message_by_the_envelope_and_no_header_names_them() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    for body in [
+        json!({"from": ALICE, "to": [BOB], "cc": ["carol@example.com"], "bcc": ["audit@example.com", {"name": "Dan", "email": "dan@example.com"}], "subject": "fields", "text": "x"}),
+        json!({"raw": format!("From: {ALICE}\r\nTo: {BOB}\r\nBcc: audit@example.com, Dan <dan@example.com>\r\nSubject: raw\r\n\r\nx\r\n")}),
+    ] {
+        let (status, accepted) = t.send(&key, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let sent = t.wait_state(accepted["id"].as_str().unwrap(), "sent").await;
+        let deliveries = t.gsim.world().deliveries(0);
+        let delivery = deliveries
+            .iter()
+            .find(|d| d.message_id.as_deref() == Some(sent.message_id.as_str()))
+            .unwrap();
+        assert!(delivery.rcpt_to.contains(&"audit@example.com".to_string()));
+        assert!(delivery.rcpt_to.contains(&"dan@example.com".to_string()));
+        let text = String::from_utf8_lossy(&delivery.raw).to_ascii_lowercase();
+        let head = &text[..text.find("\r\n\r\n").unwrap()];
+        assert!(!head.contains("bcc"), "{head}");
+        assert!(!head.contains("audit@") && !head.contains("dan@"), "{head}");
+    }
+    t.finish().await;
+}
