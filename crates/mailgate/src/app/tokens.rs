@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use secrecy::SecretString;
 
-use super::{App, AppError};
+use super::App;
 use crate::google::GoogleError;
 use crate::store::StoreError;
 
@@ -41,15 +41,6 @@ pub enum TokenError {
     Store(#[from] StoreError),
 }
 
-impl From<AppError> for TokenError {
-    fn from(e: AppError) -> Self {
-        match e {
-            AppError::Store(s) => TokenError::Store(s),
-            other => TokenError::Temporary(GoogleError::Unavailable(other.to_string())),
-        }
-    }
-}
-
 impl App {
     /// A usable access token for `email`. With `force`, a new one even if the stored one looks
     /// fresh (after Gmail refused it).
@@ -61,7 +52,8 @@ impl App {
             .connection_secrets(&self.sealer, email)
             .await?
             .ok_or_else(|| TokenError::NotConnected(email.to_string()))?;
-        let settings = self.google_settings().await?;
+        // Read from the store directly: a failure here is mailgate's, not Google's.
+        let settings = self.store.google_settings(&self.sealer).await?;
         let (client_id, secret) = settings.credentials().ok_or(TokenError::NoCredentials)?;
         if record.connection.client_id != client_id {
             return Err(TokenError::ReconnectNeeded(
