@@ -210,6 +210,8 @@ async fn run_once(gsim: &Gsim, backend: &str, o: &Options) -> anyhow::Result<Run
             format!("{}/oauth2/v3/certs", e.http),
         ),
         ("MAILGATE_EXTRA_CA_FILE", e.ca_cert.display().to_string()),
+        // Gmail servers always connect to the configured Gmail endpoint: here, gsim's.
+        ("MAILGATE_GMAIL_SMTP", e.smtp_starttls.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
