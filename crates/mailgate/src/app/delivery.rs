@@ -35,6 +35,7 @@ use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::metrics::bump;
 use crate::smtp_out::{SmtpError, SmtpSession};
 use crate::store::{AttemptRecord, Claimed, Settlement};
+use mailgate_smtp::Credentials;
 
 /// How long a message stays leased before another instance may take it over.
 const LEASE_SECS: i64 = 600;
@@ -128,6 +129,9 @@ impl Stop {
                 stage: e.stage(),
                 reply,
             },
+            None if matches!(e, SmtpError::BadArgument { .. }) => {
+                Trouble::Unsendable { what: &what }
+            }
             None => Trouble::Transport { what: &what },
         };
         Self {
@@ -822,7 +826,13 @@ impl Dispatcher {
                     .await
                     .map_err(|e| Stop::from_smtp(&e, now))?;
                 let user = server.username.clone().unwrap_or_default();
-                match session.auth_plain(&user, &password).await {
+                match session
+                    .auth(Credentials::Plain {
+                        user: &user,
+                        password: &password,
+                    })
+                    .await
+                {
                     Ok(()) => Ok(session),
                     Err(e) => {
                         session.quit().await;

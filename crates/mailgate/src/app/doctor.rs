@@ -511,7 +511,7 @@ impl App {
         let title = format!("{} SMTP {}:{}", server.name, target.host, target.port);
         match self.smtp.connect(&target).await {
             Ok(session) => {
-                let tls = session.tls.clone().unwrap_or_default();
+                let tls = session.get_ref().tls_summary().unwrap_or_default();
                 let xoauth2 = session.offers_auth("XOAUTH2");
                 session.quit().await;
                 if xoauth2 {

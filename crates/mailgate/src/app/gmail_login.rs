@@ -9,6 +9,7 @@ use super::tokens::TokenError;
 use crate::domain::MailServer;
 use crate::metrics::bump;
 use crate::smtp_out::{SmtpError, SmtpSession};
+use mailgate_smtp::Credentials;
 
 /// What happened on the way, for callers that show their steps (Test Connection).
 pub enum LoginStep<'a> {
@@ -61,7 +62,13 @@ impl App {
                 session.quit().await;
                 return Err(GmailLoginError::NoXoauth2);
             }
-            let error = match session.auth_xoauth2(&account, &token).await {
+            let error = match session
+                .auth(Credentials::XOAuth2 {
+                    user: &account,
+                    token: &token,
+                })
+                .await
+            {
                 Ok(()) => {
                     bump(&self.metrics.smtp_logins_ok);
                     if let Err(e) = self.store.mark_connection_valid(&account, self.now()).await {

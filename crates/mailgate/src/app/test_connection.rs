@@ -9,8 +9,10 @@ use super::gmail_login::{GmailLoginError, LoginStep};
 use super::tokens::TokenError;
 use super::{App, AppError};
 use crate::clock::Timestamp;
+use crate::domain::smtp_reply::advice;
 use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::smtp_out::{SmtpError, SmtpSession};
+use mailgate_smtp::{Command, Credentials};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestReport {
@@ -96,7 +98,10 @@ impl Run<'_> {
                     .ok_or_else(|| failure(Stage::Auth, "no password is stored".into(), None))?;
                 let user = self.server.username.clone().unwrap_or_default();
                 session
-                    .auth_plain(&user, &password)
+                    .auth(Credentials::Plain {
+                        user: &user,
+                        password: &password,
+                    })
                     .await
                     .map_err(|e| smtp_failure(&e))?;
                 self.steps.push(format!("Logged in as {user}"));
@@ -105,18 +110,21 @@ impl Run<'_> {
             AuthMethod::None => self.connect().await?,
         };
         let reply = session
-            .mail_from(&sender)
+            .command(Command::Mail(&sender), &[250])
             .await
             .map_err(|e| smtp_failure(&e))?;
         self.steps
             .push(format!("MAIL FROM:<{sender}>: {}", reply.text()));
         let reply = session
-            .rcpt_to(&recipient)
+            .command(Command::Rcpt(&recipient), &[250, 251])
             .await
             .map_err(|e| smtp_failure(&e))?;
         self.steps
             .push(format!("RCPT TO:<{recipient}>: {}", reply.text()));
-        let reply = session.data().await.map_err(|e| smtp_failure(&e))?;
+        let reply = session
+            .command(Command::Data, &[354])
+            .await
+            .map_err(|e| smtp_failure(&e))?;
         self.steps.push(format!(
             "DATA: {} (then mailgate hung up, so nothing was sent)",
             reply.text()
@@ -191,15 +199,15 @@ impl Run<'_> {
 /// "Connected to host:port, TLS verified (…); the server said: …"
 fn connected(target: &crate::smtp_out::Target, session: &SmtpSession) -> String {
     let tls = session
-        .tls
-        .as_deref()
+        .get_ref()
+        .tls_summary()
         .map(|t| format!(", TLS verified ({t})"))
         .unwrap_or_else(|| ", without TLS".into());
     format!(
         "Connected to {}:{}{tls}; the server said: {}",
         target.host,
         target.port,
-        session.greeting.text()
+        session.greeting().text()
     )
 }
 
@@ -216,7 +224,7 @@ fn failure(stage: Stage, message: String, fix: Option<String>) -> TestFailure {
 fn smtp_failure(e: &SmtpError) -> TestFailure {
     let stage = e.stage();
     let fix = match e {
-        SmtpError::Refused { reply, .. } => reply.advice(stage).map(str::to_string),
+        SmtpError::Refused { reply, .. } => advice(reply, stage).map(str::to_string),
         SmtpError::Connect { .. } => Some(
             "Check the SMTP host and port, and that this machine may connect to them.".into(),
         ),
@@ -230,6 +238,9 @@ fn smtp_failure(e: &SmtpError) -> TestFailure {
             "The server stopped answering: check the port and the connection security (STARTTLS for 587, SSL/TLS for 465).".into(),
         ),
         SmtpError::Protocol { .. } => Some("This port does not seem to speak SMTP.".into()),
+        SmtpError::BadArgument { .. } => Some(
+            "Correct the address: an address cannot hold a line break or an angle bracket.".into(),
+        ),
     };
     let (reply, challenge) = match e {
         SmtpError::Refused {

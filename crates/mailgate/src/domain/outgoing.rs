@@ -182,6 +182,9 @@ pub enum Trouble<'a> {
     /// No answer to go by: refused or dropped connection, TLS failure, timeout, garbled reply.
     /// `what` says which, for the record.
     Transport { what: &'a str },
+    /// The message's envelope cannot be written as SMTP (an address with a line break): no
+    /// server will ever take it, and nothing was sent.
+    Unsendable { what: &'a str },
 }
 
 /// The rules that turn a failed attempt into what happens to the message, in order: the first
@@ -202,6 +205,7 @@ pub fn classify(trouble: Trouble<'_>, quota_frees: Timestamp) -> Failure {
         } => Failure::NeedsHuman(format!("the server refused the login: {}", reply.text())),
         Trouble::Reply { reply, .. } => Failure::Permanent(reply.text()),
         Trouble::Transport { what } => Failure::Temporary(what.to_string()),
+        Trouble::Unsendable { what } => Failure::Permanent(what.to_string()),
     }
 }
 
@@ -349,6 +353,11 @@ mod tests {
                 None,
                 "temporary",
             ),
+            (
+                "nothing sent at RCPT TO: a recipient address holds a line break",
+                None,
+                "permanent",
+            ),
         ];
         for (said, stage, expected) in rows {
             let parsed = stage.map(|_| reply(said));
@@ -357,6 +366,7 @@ mod tests {
                     stage: *stage,
                     reply: parsed,
                 },
+                _ if said.starts_with("nothing sent") => Trouble::Unsendable { what: said },
                 _ => Trouble::Transport { what: said },
             };
             let got = match classify(trouble, 7_200) {
