@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use mailgate_smtp::{ClientSession, Credentials, Error, Reply, Stage};
 use secrecy::SecretString;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, DuplexStream, ReadBuf,
+};
 
 /// Long enough for any scripted turn; short enough that a client that falls out of step fails fast.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -136,35 +138,6 @@ impl AsyncWrite for OneByteAtATime {
     }
 }
 
-/// What the upgrade closure returns, so the test sees the session moved to the new stream.
-struct Upgraded<S>(S);
-
-impl<S: AsyncRead + Unpin> AsyncRead for Upgraded<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Upgraded<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// Greeting and EHLO on 465 (implicit TLS: the caller's TLS stream is what the session gets).
 fn opening() -> Vec<Step> {
     vec![
@@ -225,7 +198,8 @@ async fn gmail_587_success<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Resu
         "Gmail offers no AUTH before TLS"
     );
     let mut session = session
-        .starttls(|plain| async move { Ok(Upgraded(plain)) })
+        // Another stream type, as a TLS stream would be: the session must move onto it.
+        .starttls(|plain| async move { Ok(BufStream::new(plain)) })
         .await?;
     assert!(
         !session.offers("STARTTLS"),
