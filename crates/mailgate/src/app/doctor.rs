@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde::{Deserialize, Serialize};
 
+use super::gmail_login::GmailLoginError;
 use super::tokens::TokenError;
 use super::{App, AppError};
 use crate::clock::{Timestamp, format_utc, relative};
@@ -505,37 +506,49 @@ impl App {
         Ok(checks)
     }
 
+    /// Logs in the way delivery does ([`App::gmail_session`]): a pass means the next message
+    /// can go, not merely that the port answers.
     async fn check_smtp(&self, server: &crate::domain::MailServer, id: &str) -> Check {
         let target = self.smtp_target(server);
         let id = format!("{id}:smtp");
         let title = format!("{} SMTP {}:{}", server.name, target.host, target.port);
-        match self.smtp.connect(&target).await {
+        let account = server.username.clone().unwrap_or_default();
+        let (status, detail, fix) = match self.gmail_session(server, |_| {}).await {
             Ok(session) => {
                 let tls = session.get_ref().tls_summary().unwrap_or_default();
-                let xoauth2 = session.offers_auth("XOAUTH2");
                 session.quit().await;
-                if xoauth2 {
-                    check(&id, &title, Status::Pass, format!("Answers, with a valid certificate ({tls}), and offers XOAUTH2."), None)
-                } else {
-                    check(
-                        &id,
-                        &title,
-                        Status::Fail,
-                        "Answers, but does not offer AUTH XOAUTH2.".into(),
-                        Some("Use smtp.gmail.com with port 587 (STARTTLS) or 465 (SSL/TLS)."),
-                    )
-                }
+                (
+                    Status::Pass,
+                    format!(
+                        "Logged in with XOAUTH2 as {account}, with a valid certificate ({tls})."
+                    ),
+                    None,
+                )
             }
-            Err(e) => Check {
-                id,
-                title,
-                status: Status::Fail,
-                detail: e.to_string(),
-                fix: Some(
-                    "Check the SMTP host, port and connection security; mailgate always verifies the certificate.".into(),
+            Err(GmailLoginError::NoXoauth2) => (
+                Status::Fail,
+                "Answers, but does not offer AUTH XOAUTH2.".into(),
+                Some("Use smtp.gmail.com with port 587 (STARTTLS) or 465 (SSL/TLS)."),
+            ),
+            Err(GmailLoginError::Rejected { reason, .. }) => (
+                Status::Fail,
+                format!("Reconnect needed: {reason}."),
+                Some("Open the server and click \"Connect your Gmail account\" again."),
+            ),
+            Err(GmailLoginError::Token(e)) => (
+                Status::Warn,
+                e.to_string(),
+                Some("Run the check again in a minute."),
+            ),
+            Err(GmailLoginError::Smtp(e)) => (
+                Status::Fail,
+                e.to_string(),
+                Some(
+                    "Check the SMTP host, port and connection security; mailgate always verifies the certificate.",
                 ),
-            },
-        }
+            ),
+        };
+        check(&id, &title, status, detail, fix)
     }
 }
 

@@ -330,3 +330,43 @@ async fn mailgate_doctor_prints_json_and_exits_non_zero_on_failure() {
     assert_eq!(find(&report, "server:Gmail").status, Status::Fail);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn the_smtp_check_logs_in_as_delivery_does_and_a_refused_token_means_reconnect() {
+    let t = spawn(Db::Sqlite).await;
+    let id = connected(&t).await;
+    let logins = || t.gsim.world().counters().smtp_logins.ok;
+    let before = logins();
+    let report = t.app.doctor().await.unwrap();
+    let smtp = find(&report, "server:Gmail:smtp");
+    assert_eq!(smtp.status, Status::Pass, "{smtp:?}");
+    assert!(
+        smtp.detail
+            .contains(&format!("Logged in with XOAUTH2 as {ALICE}"))
+    );
+    assert_eq!(logins(), before + 1, "the doctor really logged in at Gmail");
+
+    // Gmail refuses the token, and the fresh one too: the same path as delivery's marks it.
+    t.gsim.world().arm_smtp_fault(gsim::SmtpFault {
+        stage: gsim::SmtpStage::Auth,
+        reply: Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp".into()),
+        close: false,
+        hold: false,
+        count: 2,
+        account: None,
+    });
+    let report = t.app.doctor().await.unwrap();
+    let smtp = find(&report, "server:Gmail:smtp");
+    assert_eq!(smtp.status, Status::Fail);
+    assert!(
+        smtp.detail
+            .contains("Reconnect needed: Gmail refused a fresh token at login"),
+        "{smtp:?}"
+    );
+    assert!(
+        t.visit(&format!("/servers/{id}"))
+            .await
+            .has("Reconnect needed")
+    );
+    t.finish().await;
+}
