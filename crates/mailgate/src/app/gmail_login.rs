@@ -1,8 +1,8 @@
-//! The one way to open an authenticated Gmail session, for delivery, Test Connection and the doctor: an access
-//! token (refreshed ahead of expiry, one refresh at a time), a session to the configured Gmail
-//! endpoint, AUTH XOAUTH2. On a 535 the token is refreshed once and the login tried again; a second
-//! 535 means Google no longer takes this connection, and it is marked "Reconnect needed" with
-//! Google's reply.
+//! The one way to open an authenticated Gmail session, for delivery, Test Connection and the
+//! doctor: an access token (refreshed ahead of expiry, one refresh at a time), a session to the
+//! configured Gmail endpoint, AUTH XOAUTH2. On a 535 the token is refreshed once and the login
+//! tried again; a second 535 means Google no longer takes this connection, and it is marked
+//! "Reconnect needed" with Google's reply.
 
 use super::App;
 use super::tokens::TokenError;
