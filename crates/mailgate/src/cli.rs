@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::app::App;
+use crate::app::api_keys::KeyScope;
 use crate::clock::{SystemClock, format_utc};
 use crate::config::Config;
 use crate::startup::Application;
@@ -47,6 +48,11 @@ enum Command {
     },
     /// Queue a message (or every message of an mbox file) for delivery.
     Send(Box<SendArgs>),
+    /// API keys for the JSON API.
+    ApiKeys {
+        #[command(subcommand)]
+        command: ApiKeysCommand,
+    },
     /// Outgoing mail servers.
     Servers {
         #[command(subcommand)]
@@ -93,6 +99,23 @@ enum AdminCommand {
 }
 
 #[derive(Subcommand)]
+enum ApiKeysCommand {
+    /// Create a key and print it, alone on standard output: it is shown only this once.
+    Create {
+        /// What uses the key, e.g. "Flectra".
+        #[arg(long)]
+        name: String,
+        /// `submit` sends and reads its own messages; `admin` reads every message.
+        #[arg(long, default_value = "submit", value_parser = ["submit", "admin"])]
+        scope: String,
+    },
+    /// List the keys (never the keys themselves: only their first characters).
+    List,
+    /// Revoke the key with this id (see `list`).
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum ServersCommand {
     /// List the outgoing mail servers and their Google connection state.
     List,
@@ -135,6 +158,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => {
             let app = App::open(config, Arc::new(SystemClock)).await?;
             send(&app, *args).await
+        }
+        Command::ApiKeys { command } => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            api_keys(&app, command).await
         }
         Command::Servers { command } => {
             let app = App::open(config, Arc::new(SystemClock)).await?;
@@ -194,6 +221,40 @@ fn read_password() -> anyhow::Result<SecretString> {
         anyhow::bail!("no password on standard input");
     }
     Ok(SecretString::from(password))
+}
+
+async fn api_keys(app: &App, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ApiKeysCommand::Create { name, scope } => {
+            let scope = KeyScope::parse(&scope)
+                .ok_or_else(|| anyhow::anyhow!("--scope must be submit or admin"))?;
+            let key = app.create_api_key(&name, scope).await?;
+            println!("{key}");
+        }
+        ApiKeysCommand::List => {
+            for key in app.api_keys().await? {
+                let state = match key.revoked_at {
+                    Some(at) => format!("revoked {}", format_utc(at)),
+                    None => match key.last_used_at {
+                        Some(at) => format!("last used {}", format_utc(at)),
+                        None => "never used".into(),
+                    },
+                };
+                println!(
+                    "{}\t{}\t{}…\t{}\t{state}",
+                    key.id,
+                    key.name,
+                    key.prefix,
+                    key.scope.code()
+                );
+            }
+        }
+        ApiKeysCommand::Revoke { id } => {
+            app.revoke_api_key(id).await?;
+            println!("API key {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list_servers(app: &App) -> anyhow::Result<ExitCode> {

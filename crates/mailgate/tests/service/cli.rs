@@ -1,5 +1,5 @@
 //! The binary: `serve` prints the setup link, `migrate`, `admin create` reads the password from
-//! standard input, `servers list|test` do from the shell what the pages do.
+//! standard input, `api-keys` and `servers list|test` do from the shell what the pages do.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -51,6 +51,55 @@ fn migrate_creates_the_database_and_a_private_key() {
     assert_eq!(mode, 0o600);
     let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn api_keys_are_created_listed_and_revoked_from_the_shell() {
+    let dir = temp_dir("api-keys");
+    let env = [("MAILGATE_DATA_DIR", dir.display().to_string())];
+    let run = |args: &[&str]| mailgate(&env).args(args).output().unwrap();
+    let created = run(&[
+        "api-keys",
+        "create",
+        "--name",
+        "CI fuzzer",
+        "--scope",
+        "admin",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let key = String::from_utf8(created.stdout).unwrap();
+    let key = key.trim_end();
+    assert!(
+        key.starts_with("mgk_") && key.len() > 30 && !key.contains(char::is_whitespace),
+        "{key}"
+    );
+
+    let list = String::from_utf8(run(&["api-keys", "list"]).stdout).unwrap();
+    assert!(list.starts_with("1\tCI fuzzer\t"), "{list}");
+    assert!(
+        list.contains(&key[..10]) && !list.contains(key),
+        "only the prefix is listed: {list}"
+    );
+    assert!(list.contains("\tadmin\tnever used"), "{list}");
+
+    let revoked = run(&["api-keys", "revoke", "1"]);
+    assert!(revoked.status.success());
+    let list = String::from_utf8(run(&["api-keys", "list"]).stdout).unwrap();
+    assert!(list.contains("\trevoked "), "{list}");
+
+    let unknown = run(&["api-keys", "revoke", "99"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("API key not found"));
+    let nameless = run(&["api-keys", "create", "--name", " "]);
+    assert!(!nameless.status.success());
+    assert!(String::from_utf8_lossy(&nameless.stderr).contains("Name the key"));
+    let bad_scope = run(&["api-keys", "create", "--name", "x", "--scope", "root"]);
+    assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("submit"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
