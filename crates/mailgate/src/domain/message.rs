@@ -16,17 +16,25 @@ pub const MAX_RECIPIENTS: usize = 100;
 pub const DEFAULT_MAX_SIZE: usize = 25 * 1024 * 1024;
 
 /// `"a@b.c"` or `{"name": "A", "email": "a@b.c"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(untagged)]
+#[schema(as = Address)]
 pub enum AddressInput {
+    #[schema(example = "bob@example.com")]
     Plain(String),
-    Named { name: Option<String>, email: String },
+    Named {
+        /// Display name; no line breaks.
+        name: Option<String>,
+        email: String,
+    },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = Attachment)]
 pub struct AttachmentInput {
     pub filename: String,
     #[serde(default = "octet_stream")]
+    #[schema(default = "application/octet-stream")]
     pub content_type: String,
     /// The file, base64-encoded.
     pub content: String,
@@ -37,7 +45,7 @@ fn octet_stream() -> String {
 }
 
 /// What `POST /api/v1/messages` accepts: the fields of a message, or `raw` RFC 5322 text.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
     #[serde(default)]
@@ -46,6 +54,7 @@ pub struct Submission {
     pub to: Vec<AddressInput>,
     #[serde(default)]
     pub cc: Vec<AddressInput>,
+    /// Envelope only: never written into the message.
     #[serde(default)]
     pub bcc: Vec<AddressInput>,
     #[serde(default)]
@@ -58,9 +67,12 @@ pub struct Submission {
     pub html: Option<String>,
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
+    /// Extra header fields; not From, To, Cc, Bcc, Reply-To, Subject, Message-ID, Date or MIME
+    /// fields.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// A whole RFC 5322 message instead of the fields above.
+    /// A whole RFC 5322 message instead of the fields above. Recipients are read from To, Cc
+    /// and Bcc; Bcc is removed before sending.
     #[serde(default)]
     pub raw: Option<String>,
 }

@@ -11,8 +11,9 @@ use super::smtp_reply::{Reply, Stage};
 use crate::clock::Timestamp;
 
 /// queued → sending → sent | deferred | held | failed | cancelled
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = State)]
 pub enum MessageState {
     Queued,
     Sending,

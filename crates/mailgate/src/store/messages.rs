@@ -71,9 +71,11 @@ pub struct Settlement<'a> {
     pub now: Timestamp,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Attempt {
+    /// Unix seconds.
     pub at: Timestamp,
+    /// The message's state after this attempt (`sent`, `deferred`, `held`, `failed`).
     pub outcome: String,
     pub stage: String,
     pub reply: Option<String>,

@@ -1,19 +1,78 @@
 //! The JSON API under `/api/v1`: submit messages and follow them. Authenticated by API keys
 //! (`Authorization: Bearer mgk_...`), which the admin creates and revokes in the UI.
+//!
+//! Every route is registered through utoipa's router together with its `#[utoipa::path]`, so
+//! the OpenAPI document served at `/api/v1/openapi.json` is generated from the handlers and
+//! their types and cannot leave a route out.
 
 mod messages;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mailgate API",
+        version = "1",
+        description = "Send mail through Gmail with Google OAuth. A message is accepted (202) only once it is committed to mailgate's queue; mailgate then delivers it, retrying what is temporary and holding what needs a human.",
+    ),
+    servers((url = "/")),
+    security(("apiKey" = [])),
+    modifiers(&ApiKeyScheme),
+)]
+struct ApiDoc;
+
+/// `Authorization: Bearer mgk_...`, as the document's security scheme.
+struct ApiKeyScheme;
+
+impl Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key created in mailgate (API keys page, or `mailgate api-keys create`): `mgk_...`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API's routes with their documentation, one registration each.
+fn documented_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(messages::submit))
+        .routes(routes!(messages::status))
+        .routes(routes!(openapi))
+}
+
+/// The OpenAPI document, generated once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        documented_routes()
+            .into_openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"the document cannot be written: {e}\"}}"))
+    })
+}
 
 /// The largest request body the API reads: attachments travel in base64, a third larger than
 /// the message they make.
@@ -23,10 +82,8 @@ pub fn body_limit(app: &App) -> usize {
 
 pub fn router(app: &App) -> Router<Arc<App>> {
     let limit = body_limit(app);
-    Router::new()
-        .route("/api/v1/messages", post(messages::submit))
-        .route("/api/v1/messages/{id}", get(messages::status))
-        .route("/api/v1/openapi.json", get(openapi))
+    let (router, _) = documented_routes().split_for_parts();
+    router
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| async move {
@@ -59,15 +116,37 @@ pub fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json")),
+)]
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("../../../static/openapi.json"),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
 }
 
-/// An API failure: a status and `{"error": {"code", "message", "field"}}`.
+/// `{"error": {"code", "message", "field"}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_field`, `invalid_json`, `unauthorized`, `not_found`, ...
+    code: &'static str,
+    /// For people: what was wrong and what to do.
+    message: String,
+    /// The field at fault, for `invalid_field` (e.g. `to[2].email`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+/// An API failure: a status and an [`ErrorBody`].
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
@@ -97,11 +176,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        let mut response = (self.status, Json(json!({"error": error}))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
