@@ -1,0 +1,356 @@
+//! One attempt for one message: the guard, the SMTP transaction, and the settlement that
+//! records the attempt and the message's new state in one transaction.
+
+use super::pool::{reusable_after, stale};
+use super::{Dispatcher, jitter};
+
+use crate::app::gmail_login::GmailLoginError;
+use crate::app::tokens::TokenError;
+use crate::clock::Timestamp;
+use crate::domain::outgoing::{Failure, Trouble, Verdict, classify};
+use crate::domain::{AuthMethod, MailServer, Stage};
+use crate::metrics::bump;
+use crate::smtp_out::{SmtpError, SmtpSession};
+use crate::store::{AttemptRecord, Claimed, Settlement};
+
+/// What one attempt came to.
+pub(super) struct Outcome {
+    pub(super) verdict: Verdict,
+    pub(super) stage: Stage,
+    pub(super) reply: Option<String>,
+    pub(super) detail: String,
+    /// False when nothing was sent to the server (mailgate's own quota guard).
+    pub(super) counts: bool,
+    /// The final dot went out and no answer came: the server may have the message.
+    pub(super) unknown: bool,
+    /// The Gmail account whose daily quota this send used.
+    pub(super) sent_by: Option<String>,
+}
+
+/// How far one SMTP transaction got.
+pub(super) enum Transmission {
+    /// The server answered the final dot with 250.
+    Accepted {
+        reply: crate::domain::Reply,
+        refused: Vec<(String, crate::domain::Reply)>,
+    },
+    /// Refused or broken before the final dot: the server cannot have the message.
+    BeforeDot(SmtpError),
+    /// The server answered the final dot with a refusal.
+    Answered(SmtpError),
+    /// The final dot went out and no answer came: the server may have the message.
+    Unknown(SmtpError),
+    /// The final dot was not sent because the store could not note it (or the lease is gone).
+    NotNoted(String),
+}
+
+/// Why an attempt stopped, before the retry policy weighs it.
+pub(super) struct Stop {
+    pub(super) failure: Failure,
+    pub(super) stage: Stage,
+    pub(super) reply: Option<String>,
+}
+
+impl Stop {
+    pub(super) fn from_smtp(e: &SmtpError, quota_frees: Timestamp) -> Self {
+        let what = e.to_string();
+        let trouble = match e.reply() {
+            Some(reply) => Trouble::Reply {
+                stage: e.stage(),
+                reply,
+            },
+            None if matches!(e, SmtpError::BadArgument { .. }) => {
+                Trouble::Unsendable { what: &what }
+            }
+            None => Trouble::Transport { what: &what },
+        };
+        Self {
+            failure: classify(trouble, quota_frees),
+            stage: e.stage(),
+            reply: e.reply().map(|r| r.text()),
+        }
+    }
+
+    pub(super) fn from_login(e: GmailLoginError, now: Timestamp) -> Self {
+        match e {
+            GmailLoginError::Token(e) => Self::from_token(&e),
+            GmailLoginError::Smtp(e) => Self::from_smtp(&e, now),
+            GmailLoginError::NoXoauth2 => Self {
+                failure: Failure::NeedsHuman(
+                    "the server does not offer AUTH XOAUTH2: it is not Gmail's SMTP server".into(),
+                ),
+                stage: Stage::Auth,
+                reply: None,
+            },
+            GmailLoginError::Rejected { reason, error } => Self {
+                failure: Failure::NeedsHuman(format!("Reconnect needed: {reason}")),
+                stage: Stage::Auth,
+                reply: error.reply().map(|r| r.text()),
+            },
+        }
+    }
+
+    pub(super) fn from_token(e: &TokenError) -> Self {
+        let failure = match e {
+            TokenError::Temporary(_) | TokenError::Store(_) => Failure::Temporary(e.to_string()),
+            _ => Failure::NeedsHuman(e.to_string()),
+        };
+        Self {
+            failure,
+            stage: Stage::Token,
+            reply: None,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Records the attempt and settles the message; its lease ends here.
+    pub(super) async fn settle(&self, message: &Claimed, outcome: Outcome) {
+        let now = self.app.now();
+        let metrics = &self.app.metrics;
+        match &outcome.verdict {
+            Verdict::Sent => {
+                bump(&metrics.sent);
+                #[allow(clippy::cast_precision_loss)]
+                metrics.observe_latency((now - message.created_at) as f64);
+            }
+            Verdict::Deferred { .. } => bump(&metrics.deferred),
+            Verdict::Held { .. } => bump(&metrics.held),
+            Verdict::Failed { .. } => bump(&metrics.failed),
+        }
+        let stage = serde_json::to_value(outcome.stage)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let settlement = Settlement {
+            id: &message.id,
+            lease: &message.lease,
+            verdict: &outcome.verdict,
+            attempt: AttemptRecord {
+                stage: &stage,
+                reply: outcome.reply.as_deref(),
+                detail: &outcome.detail,
+            },
+            counts_as_attempt: outcome.counts,
+            outcome_unknown: outcome.unknown,
+            sent_by: outcome.sent_by.as_deref(),
+            now,
+        };
+        match self.app.store.finish_attempt(&settlement).await {
+            Ok(true) => {
+                tracing::debug!(id = %message.id, state = %outcome.verdict.state(), "attempt recorded")
+            }
+            Ok(false) => {
+                tracing::warn!(id = %message.id, "lease lost before the attempt was recorded")
+            }
+            Err(e) => tracing::error!(id = %message.id, "cannot record the attempt: {e}"),
+        }
+        self.lock_lanes().in_hand.remove(&message.id);
+        self.settled.notify_one();
+        self.app.settled.send_modify(|n| *n += 1);
+    }
+
+    pub(super) fn outcome(&self, message: &Claimed, stop: Stop, detail: String) -> Outcome {
+        let now = self.app.now();
+        let verdict = stop.failure.verdict(
+            &self.policy,
+            message.attempts + 1,
+            message.created_at,
+            now,
+            jitter(),
+        );
+        Outcome {
+            verdict,
+            stage: stop.stage,
+            reply: stop.reply,
+            detail,
+            counts: true,
+            unknown: false,
+            sent_by: None,
+        }
+    }
+
+    /// One attempt for one message.
+    pub(super) async fn deliver(
+        &self,
+        server: &MailServer,
+        message: &Claimed,
+        session: &mut Option<SmtpSession>,
+    ) -> Outcome {
+        let now = self.app.now();
+        let account = Self::account_of(server);
+        let gmail = server.auth == AuthMethod::Gmail;
+        if gmail && let Some(deferral) = self.quota_guard(server, &account, now).await {
+            return deferral;
+        }
+        let body = match self.app.store.message_body(&message.id).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                return Outcome {
+                    verdict: Verdict::Failed {
+                        reason: "the message's content is no longer stored".into(),
+                    },
+                    stage: Stage::Data,
+                    reply: None,
+                    detail: "no body".into(),
+                    counts: false,
+                    unknown: false,
+                    sent_by: None,
+                };
+            }
+            Err(e) => {
+                return self.outcome(
+                    message,
+                    Stop {
+                        failure: Failure::Temporary(e.to_string()),
+                        stage: Stage::Data,
+                        reply: None,
+                    },
+                    "the database could not be read".into(),
+                );
+            }
+        };
+        for fresh_try in [false, true] {
+            let reused = session.is_some();
+            let mut live = match session.take() {
+                Some(s) => s,
+                None => match self.connect(server).await {
+                    Ok(s) => s,
+                    Err(stop) => {
+                        let target = self.app.smtp_target(server);
+                        let detail = format!(
+                            "could not open a session with {}:{}",
+                            target.host, target.port
+                        );
+                        return self.outcome(message, stop, detail);
+                    }
+                },
+            };
+            let error = match self.transmit(&mut live, message, &body).await {
+                Transmission::Accepted { reply, refused } => {
+                    *session = Some(live);
+                    let reply = reply.text();
+                    let mut detail = reply.clone();
+                    if !refused.is_empty() {
+                        let refused: Vec<String> = refused
+                            .iter()
+                            .map(|(rcpt, r)| format!("{rcpt}: {}", r.text()))
+                            .collect();
+                        detail.push_str(&format!("; refused recipients: {}", refused.join("; ")));
+                    }
+                    return Outcome {
+                        verdict: Verdict::Sent,
+                        stage: Stage::DataEnd,
+                        reply: Some(reply),
+                        detail,
+                        counts: true,
+                        unknown: false,
+                        sent_by: gmail.then(|| account.clone()),
+                    };
+                }
+                Transmission::BeforeDot(e) if reused && !fresh_try && stale(&e) => {
+                    // A session from the pool that Gmail had closed: not the message's fault, and
+                    // nothing reached the server that could make a message of it.
+                    tracing::debug!("reused session was stale ({e}); reconnecting");
+                    continue;
+                }
+                Transmission::BeforeDot(e) | Transmission::Answered(e) => e,
+                Transmission::Unknown(e) => {
+                    live.abandon().await;
+                    bump(&self.app.metrics.unknown_after_drop);
+                    let mut outcome = self.outcome(
+                        message,
+                        Stop {
+                            failure: Failure::Temporary(format!(
+                                "outcome unknown: the message was handed over, then {e}; it will be sent again, so the recipient may get it twice"
+                            )),
+                            stage: Stage::DataEnd,
+                            reply: None,
+                        },
+                        format!("no answer after the final dot: {e}"),
+                    );
+                    outcome.unknown = true;
+                    return outcome;
+                }
+                Transmission::NotNoted(reason) => {
+                    // DATA is open: only hanging up keeps the half-sent message from going.
+                    live.abandon().await;
+                    return self.outcome(
+                        message,
+                        Stop {
+                            failure: Failure::Temporary(reason.clone()),
+                            stage: Stage::Data,
+                            reply: None,
+                        },
+                        reason,
+                    );
+                }
+            };
+            if live.abandoned() {
+                live.abandon().await;
+            } else if reusable_after(&error) && live.rset().await.is_ok() {
+                *session = Some(live);
+            }
+            let frees = self.quota_frees(&account, now).await;
+            let stop = Stop::from_smtp(&error, frees);
+            if let Failure::Quota { until, .. } = &stop.failure {
+                self.quota
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(account.clone(), *until);
+            }
+            return self.outcome(message, stop, error.to_string());
+        }
+        self.outcome(
+            message,
+            Stop {
+                failure: Failure::Temporary("the session kept closing".into()),
+                stage: Stage::Connect,
+                reply: None,
+            },
+            "two sessions in a row closed before the message could be sent".into(),
+        )
+    }
+
+    /// One SMTP transaction for `message`. The final dot goes out only once the store has noted
+    /// it under this worker's lease: a restart that finds the note knows Gmail may have the
+    /// message, and a worker that lost its lease never sends it.
+    pub(super) async fn transmit(
+        &self,
+        live: &mut SmtpSession,
+        message: &Claimed,
+        body: &[u8],
+    ) -> Transmission {
+        let refused = match live.open_data(&message.mail_from, &message.rcpt_to).await {
+            Ok(refused) => refused,
+            Err(e) => return Transmission::BeforeDot(e),
+        };
+        if let Err(e) = live.write_body(body).await {
+            return Transmission::BeforeDot(e);
+        }
+        match self
+            .app
+            .store
+            .mark_dot(&message.id, &message.lease, self.app.now())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Transmission::NotNoted(
+                    "the lease on the message was lost before its final dot; nothing was sent"
+                        .into(),
+                );
+            }
+            Err(e) => {
+                return Transmission::NotNoted(format!(
+                    "the database could not note the attempt ({e}); nothing was sent"
+                ));
+            }
+        }
+        match live.end_data().await {
+            Ok(reply) => Transmission::Accepted { reply, refused },
+            Err(e @ SmtpError::Refused { .. }) => Transmission::Answered(e),
+            Err(e) => Transmission::Unknown(e),
+        }
+    }
+}

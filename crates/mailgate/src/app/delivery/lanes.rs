@@ -1,0 +1,114 @@
+//! The per-server lanes: messages wait in their server's lane, and up to three workers per
+//! lane (and per Gmail account, across lanes) take them one by one over reused sessions.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::Semaphore;
+
+use super::attempt::Outcome;
+use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
+
+use crate::domain::outgoing::Verdict;
+use crate::domain::{AuthMethod, MailServer, Stage};
+use crate::store::Claimed;
+
+#[derive(Default)]
+pub(super) struct Lanes {
+    pub(super) lanes: HashMap<i64, Lane>,
+    /// Every message claimed and not yet settled or given back (waiting in a lane or being
+    /// sent), with its lease.
+    pub(super) in_hand: HashMap<String, String>,
+}
+
+pub(super) struct Lane {
+    pub(super) server: Option<MailServer>,
+    pub(super) queue: VecDeque<Claimed>,
+    pub(super) workers: usize,
+}
+
+impl Dispatcher {
+    pub(super) fn lock_lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn account_of(server: &MailServer) -> String {
+        match (server.auth, &server.username) {
+            (AuthMethod::Gmail, Some(u)) => u.clone(),
+            _ => format!("server:{}", server.id),
+        }
+    }
+
+    pub(super) fn account_slots(&self, account: &str) -> Arc<Semaphore> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            accounts
+                .entry(account.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(CONNECTIONS_PER_ACCOUNT))),
+        )
+    }
+
+    /// One worker of a lane: takes messages until the lane is empty, over one reused session.
+    pub(super) async fn work(self: Arc<Self>, server_id: i64) {
+        let server = self
+            .lock_lanes()
+            .lanes
+            .get(&server_id)
+            .and_then(|l| l.server.clone());
+        let slots = server
+            .as_ref()
+            .map(|s| self.account_slots(&Self::account_of(s)));
+        let _slot = match &slots {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        };
+        let mut session = self.take_idle(server_id);
+        loop {
+            let message = {
+                let mut lanes = self.lock_lanes();
+                if self.stopping.load(Ordering::Relaxed) {
+                    None
+                } else {
+                    lanes
+                        .lanes
+                        .get_mut(&server_id)
+                        .and_then(|l| l.queue.pop_front())
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
+            let outcome = match &server {
+                Some(server) => self.deliver(server, &message, &mut session).await,
+                None => Outcome {
+                    verdict: Verdict::Held {
+                        reason: "its outgoing mail server was deleted; Retry after choosing another route"
+                            .into(),
+                    },
+                    stage: Stage::Connect,
+                    reply: None,
+                    detail: "no such outgoing mail server".into(),
+                    counts: false,
+                    unknown: false,
+                    sent_by: None,
+                },
+            };
+            self.settle(&message, outcome).await;
+        }
+        if let Some(session) = session {
+            self.put_idle(server_id, session);
+        }
+        {
+            let mut lanes = self.lock_lanes();
+            if let Some(lane) = lanes.lanes.get_mut(&server_id) {
+                lane.workers -= 1;
+                if lane.workers == 0 && lane.queue.is_empty() {
+                    lanes.lanes.remove(&server_id);
+                }
+            }
+        }
+        self.workers.fetch_sub(1, Ordering::SeqCst);
+        self.settled.notify_one();
+    }
+}

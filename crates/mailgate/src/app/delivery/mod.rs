@@ -1,0 +1,376 @@
+//! Delivery: the loop that takes due messages from the queue and sends them through their
+//! servers.
+//!
+//! Messages are leased (stamped with this instance, a token of the claim and an expiry) before
+//! anything is sent, and every attempt ends in one transaction that records it and settles the
+//! message. Leases in hand are renewed, so no other instance takes a message this one still holds,
+//! and this instance never takes back its own. A crash leaves leases behind; they return to the
+//! queue when they expire, or at once when this instance restarts.
+//!
+//! So nothing accepted is lost, and nothing is sent twice except where mailgate cannot know: the
+//! final dot went out and no answer came (the connection dropped, or mailgate stopped before it
+//! recorded the answer). Those attempts are recorded as "outcome unknown", counted, and shown.
+//!
+//! Each server gets a lane; a lane runs up to three workers, each holding one SMTP session that
+//! it reuses for message after message, and all lanes of one Gmail account share three
+//! connections. Sessions outlive a batch in an idle pool, so a steady stream logs in three times,
+//! not once per message.
+//!
+//! This file is the loop (claim, renew, purge, shut down); `lanes.rs` the per-server lanes and
+//! their workers; `pool.rs` opening, reusing and judging sessions; `attempt.rs` one attempt from
+//! the guard to the settlement; `quota.rs` the daily limits. What a failure means is decided in
+//! `domain/outgoing.rs`.
+
+mod attempt;
+mod lanes;
+mod pool;
+mod quota;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::app::App;
+use crate::clock::{Timestamp, format_utc};
+use crate::domain::outgoing::{RetryPolicy, Verdict};
+use crate::domain::{MailServer, Stage};
+use crate::metrics::bump;
+use crate::smtp_out::SmtpSession;
+use crate::store::Claimed;
+use attempt::Outcome;
+use lanes::{Lane, Lanes};
+
+/// How long a message stays leased before another instance may take it over.
+const LEASE_SECS: i64 = 600;
+/// Leases in hand are renewed this often, so they never lapse while this instance lives.
+const RENEW_EVERY: i64 = LEASE_SECS / 4;
+/// Messages leased but not yet settled, across all lanes.
+const MAX_IN_FLIGHT: usize = 500;
+const CLAIM_BATCH: usize = 200;
+/// Gmail allows a handful of concurrent sessions per user before answering 421.
+pub const CONNECTIONS_PER_ACCOUNT: usize = 3;
+/// An idle session older than this is closed rather than reused: Gmail times idle ones out.
+const IDLE_REUSE: Duration = Duration::from_secs(60);
+/// The longest the loop sleeps without looking at the queue: `mailgate send` and other
+/// instances add messages without ringing this process's bell.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+const RETENTION_EVERY: i64 = 3600;
+
+pub struct Dispatcher {
+    app: Arc<App>,
+    owner: String,
+    policy: RetryPolicy,
+    lanes: Mutex<Lanes>,
+    idle: Mutex<HashMap<i64, Vec<(SmtpSession, Instant)>>>,
+    accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Accounts Gmail told "daily quota exceeded", until when.
+    quota: Mutex<HashMap<String, Timestamp>>,
+    workers: AtomicUsize,
+    stopping: AtomicBool,
+    settled: Notify,
+    last_purge: Mutex<Timestamp>,
+    last_renewal: Mutex<Timestamp>,
+}
+
+fn jitter() -> f64 {
+    rand::rng().random_range(-1.0..=1.0)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "mailgate".into())
+}
+
+impl Dispatcher {
+    /// The owner name is stable across restarts of this instance (host and port), so a restart
+    /// takes back at once what a crash left leased.
+    pub fn new(app: Arc<App>) -> Arc<Self> {
+        let owner = format!("{}:{}", hostname(), app.config.http_addr.port());
+        Arc::new(Self {
+            app,
+            owner,
+            policy: RetryPolicy::default(),
+            lanes: Mutex::new(Lanes::default()),
+            idle: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
+            quota: Mutex::new(HashMap::new()),
+            workers: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            settled: Notify::new(),
+            last_purge: Mutex::new(0),
+            last_renewal: Mutex::new(0),
+        })
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Runs until `shutdown` flips, then finishes the messages in hand and gives the rest back.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if let Err(e) = self
+            .app
+            .store
+            .release_owner_leases(&self.owner, self.app.now())
+            .await
+        {
+            tracing::error!("cannot take back leases from before a restart: {e}");
+        }
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let claimed = match self.run_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("delivery loop: {e}");
+                    0
+                }
+            };
+            self.app.passes.send_modify(|n| *n += 1);
+            if claimed > 0 {
+                continue;
+            }
+            let wait = self.until_next_due().await;
+            tokio::select! {
+                _ = self.app.outbox_wake.notified() => {}
+                _ = self.settled.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Renews the leases in hand when due, claims what is due (as much as there is room for) and
+    /// hands it to the lanes. Returns how many messages it claimed.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        self.purge_now_and_then().await;
+        self.renew_now_and_then().await?;
+        let room = {
+            let lanes = self.lock_lanes();
+            MAX_IN_FLIGHT
+                .saturating_sub(lanes.in_hand.len())
+                .min(CLAIM_BATCH)
+        };
+        if room == 0 || self.stopping.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let now = self.app.now();
+        let lease = crate::crypto::random_token();
+        let claimed = self
+            .app
+            .store
+            .claim_messages(
+                &self.owner,
+                &lease,
+                now,
+                now + LEASE_SECS,
+                i64::try_from(room).unwrap_or(0),
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let servers: HashMap<i64, MailServer> = self
+            .app
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let count = claimed.len();
+        let mut spawn = Vec::new();
+        let mut orphans = Vec::new();
+        {
+            let mut lanes = self.lock_lanes();
+            for message in claimed {
+                if lanes.in_hand.contains_key(&message.id) {
+                    // The claim never takes this instance's own leases; should it ever return
+                    // one, the worker holding the message keeps it alone.
+                    tracing::error!(id = %message.id, "claimed a message already in hand; skipped");
+                    continue;
+                }
+                lanes
+                    .in_hand
+                    .insert(message.id.clone(), message.lease.clone());
+                if message.dot_at.is_some() {
+                    orphans.push(message);
+                    continue;
+                }
+                let lane = lanes
+                    .lanes
+                    .entry(message.server_id)
+                    .or_insert_with(|| Lane {
+                        server: None,
+                        queue: VecDeque::new(),
+                        workers: 0,
+                    });
+                lane.server = servers.get(&message.server_id).cloned();
+                lane.queue.push_back(message);
+            }
+            for (server_id, lane) in lanes.lanes.iter_mut() {
+                while lane.workers < CONNECTIONS_PER_ACCOUNT && lane.workers < lane.queue.len() {
+                    lane.workers += 1;
+                    spawn.push(*server_id);
+                }
+            }
+        }
+        for server_id in spawn {
+            self.workers.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(Arc::clone(self).work(server_id));
+        }
+        for message in orphans {
+            let outcome = self.unknown_after_restart(&message);
+            self.settle(&message, outcome).await;
+        }
+        Ok(count)
+    }
+
+    /// A message whose final dot went out in an earlier run that never recorded the answer (it
+    /// crashed or lost its lease in between): Gmail may have it. Waiting would not tell, so it is
+    /// due again at once, with the attempt recorded as "outcome unknown", counted and shown
+    /// rather than silently re-sent.
+    fn unknown_after_restart(&self, message: &Claimed) -> Outcome {
+        bump(&self.app.metrics.unknown_after_restart);
+        let at = message.dot_at.map(format_utc).unwrap_or_default();
+        Outcome {
+            verdict: Verdict::Deferred {
+                until: self.app.now(),
+                reason: format!(
+                    "outcome unknown: the message went to the server at {at}, and mailgate stopped before it recorded the answer; it is sent again, so the recipient may get it twice"
+                ),
+            },
+            stage: Stage::DataEnd,
+            reply: None,
+            detail: "mailgate stopped between the final dot and recording the server's answer"
+                .into(),
+            counts: true,
+            unknown: true,
+            sent_by: None,
+        }
+    }
+
+    /// Pushes back the expiry of every lease in hand, every RENEW_EVERY seconds. Before each
+    /// claim, so a lease in hand cannot lapse between two looks at the queue.
+    async fn renew_now_and_then(&self) -> Result<(), crate::store::StoreError> {
+        let now = self.app.now();
+        {
+            let mut last = self.last_renewal.lock().unwrap_or_else(|p| p.into_inner());
+            if now - *last < RENEW_EVERY {
+                return Ok(());
+            }
+            *last = now;
+        }
+        let leases: Vec<String> = {
+            let lanes = self.lock_lanes();
+            let distinct: std::collections::BTreeSet<&String> = lanes.in_hand.values().collect();
+            distinct.into_iter().cloned().collect()
+        };
+        if !leases.is_empty() {
+            self.app
+                .store
+                .renew_leases(&leases, now + LEASE_SECS)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let now = self.app.now();
+        match self.app.store.next_due().await {
+            Ok(Some(due)) if due > now => {
+                Duration::from_secs(u64::try_from(due - now).unwrap_or(0)).min(MAX_WAIT)
+            }
+            // Due now but not claimed: the lanes are full; a settled message will wake us.
+            Ok(Some(_)) => MAX_WAIT,
+            _ => MAX_WAIT,
+        }
+    }
+
+    async fn purge_now_and_then(&self) {
+        let now = self.app.now();
+        {
+            let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
+            if now - *last < RETENTION_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        let config = &self.app.config;
+        match self
+            .app
+            .store
+            .purge_bodies(now - config.retention_days * 86_400)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(bodies = n, "deleted message bodies past retention"),
+            Err(e) => tracing::error!("retention: {e}"),
+        }
+        match self
+            .app
+            .store
+            .purge_records(now - config.history_days * 86_400)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "deleted message records past history_days"),
+            Err(e) => tracing::error!("retention: {e}"),
+        }
+    }
+
+    /// Graceful shutdown: the messages in hand finish; those waiting in lanes go back.
+    async fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let waiting: Vec<(String, String)> = {
+            let mut lanes = self.lock_lanes();
+            let waiting: Vec<Claimed> = lanes
+                .lanes
+                .values_mut()
+                .flat_map(|l| l.queue.drain(..))
+                .collect();
+            for m in &waiting {
+                lanes.in_hand.remove(&m.id);
+            }
+            waiting.into_iter().map(|m| (m.id, m.lease)).collect()
+        };
+        if let Err(e) = self
+            .app
+            .store
+            .release_messages(&waiting, self.app.now())
+            .await
+        {
+            tracing::error!("cannot give messages back to the queue: {e}");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.workers.load(Ordering::SeqCst) > 0 {
+            if tokio::time::timeout_at(deadline, self.settled.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopped with messages still in hand; their leases will expire");
+                break;
+            }
+        }
+        let sessions: Vec<SmtpSession> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.drain()
+                .flat_map(|(_, list)| list)
+                .map(|(s, _)| s)
+                .collect()
+        };
+        for session in sessions {
+            session.quit().await;
+        }
+    }
+}
