@@ -395,20 +395,23 @@ async fn messages_are_routed_by_from_filter_exact_then_domain_then_default() {
     t.finish().await;
 }
 
-#[tokio::test]
-async fn the_openapi_document_describes_what_the_api_accepts() {
-    let t = spawn(Db::Sqlite).await;
-    t.sending_as_alice().await;
-    let key = t.api_key().await;
-    let doc: Value = t
-        .http
+async fn openapi_document(t: &TestApp) -> Value {
+    t.http
         .get(t.url("/api/v1/openapi.json"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_what_the_api_accepts() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let doc = openapi_document(&t).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let post = &doc["paths"]["/api/v1/messages"]["post"];
     for (name, example) in post["requestBody"]["content"]["application/json"]["examples"]
@@ -713,15 +716,7 @@ async fn the_generated_document_lists_every_api_route_and_each_answers() {
     let t = spawn(Db::Sqlite).await;
     t.sending_as_alice().await;
     let key = t.api_key().await;
-    let doc: Value = t
-        .http
-        .get(t.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi_document(&t).await;
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
     documented.sort_unstable();
