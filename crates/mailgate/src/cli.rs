@@ -457,7 +457,8 @@ async fn send(app: &App, args: SendArgs) -> anyhow::Result<ExitCode> {
             attachments,
             ..Default::default()
         };
-        app.submit(&submission, Default::default()).await?
+        app.submit(&submission, crate::app::outbox::Origin::CLI)
+            .await?
     };
     println!("queued {}", accepted.id);
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::{App, AppError};
 use crate::domain::message::{
-    ComposeContext, Composed, FieldError, Submission, compose_raw_message, rewrite_from,
+    ComposeContext, Composed, Edge, FieldError, Submission, compose_raw_message, rewrite_from,
 };
 use crate::domain::outgoing::MessageState;
 use crate::domain::{AuthMethod, EmailAddress, FromPolicy, route};
@@ -32,11 +32,21 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
-/// Where a submission comes from, for idempotency.
-#[derive(Debug, Clone, Copy, Default)]
+/// Where a submission comes from: its edge, the API key that sent it, and its Idempotency-Key.
+#[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
+    pub edge: Edge,
     pub api_key_id: Option<i64>,
     pub idempotency_key: Option<&'a str>,
+}
+
+impl Origin<'_> {
+    /// `mailgate send` on the machine itself.
+    pub const CLI: Origin<'static> = Origin {
+        edge: Edge::Cli,
+        api_key_id: None,
+        idempotency_key: None,
+    };
 }
 
 /// Ids sort by submission time (hex seconds first), so "newest first" and paging are by id.
@@ -74,7 +84,7 @@ impl App {
 
     /// A raw RFC 5322 message as bytes (`mailgate send --raw`, `--mbox`).
     pub async fn submit_raw(&self, raw: &[u8]) -> Result<Accepted, SubmitError> {
-        self.queue(|ctx| compose_raw_message(raw, ctx), Origin::default(), None)
+        self.queue(|ctx| compose_raw_message(raw, ctx), Origin::CLI, None)
             .await
     }
 
@@ -155,6 +165,7 @@ impl App {
                     from_header: &composed.from.display(),
                     subject: &composed.subject,
                     body: &composed.raw,
+                    origin: origin.edge,
                     api_key_id: origin.api_key_id,
                     idempotency_key: origin.idempotency_key,
                     request_hash: request_hash.as_deref(),

@@ -15,6 +15,33 @@ pub const MAX_RECIPIENTS: usize = 100;
 /// Gmail's limit on a message, attachments included (25 MB raw).
 pub const DEFAULT_MAX_SIZE: usize = 25 * 1024 * 1024;
 
+/// The edge a message came in by, so the Emails page and the API can say where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Edge {
+    /// `POST /api/v1/messages`, with an API key.
+    Api,
+    /// `mailgate send` on the machine itself.
+    Cli,
+}
+
+impl Edge {
+    pub fn code(self) -> &'static str {
+        match self {
+            Edge::Api => "api",
+            Edge::Cli => "cli",
+        }
+    }
+
+    /// A stored code; an unknown one (from a newer version) reads as the API.
+    pub fn parse(code: &str) -> Self {
+        match code {
+            "cli" => Edge::Cli,
+            _ => Edge::Api,
+        }
+    }
+}
+
 /// `"a@b.c"` or `{"name": "A", "email": "a@b.c"}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(untagged)]

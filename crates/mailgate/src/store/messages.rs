@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 
 use super::{Backend, Store, StoreError, opt_i64, opt_string};
 use crate::clock::Timestamp;
+use crate::domain::message::Edge;
 use crate::domain::outgoing::{MessageState, Verdict};
 
 pub struct NewMessage<'a> {
@@ -20,6 +21,7 @@ pub struct NewMessage<'a> {
     pub from_header: &'a str,
     pub subject: &'a str,
     pub body: &'a [u8],
+    pub origin: Edge,
     pub api_key_id: Option<i64>,
     pub idempotency_key: Option<&'a str>,
     pub request_hash: Option<&'a str>,
@@ -101,6 +103,7 @@ pub struct MessageRecord {
     pub has_body: bool,
     /// Attempts that ended without an answer after the final dot: a duplicate is possible.
     pub unknown_outcomes: i64,
+    pub origin: Edge,
     pub api_key_id: Option<i64>,
 }
 
@@ -120,7 +123,7 @@ pub struct MessageFilter {
 macro_rules! columns {
     () => {
         "id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, attempts, \
-         next_attempt_at, last_error, created_at, sent_at, unknown_outcomes, api_key_id, \
+         next_attempt_at, last_error, created_at, sent_at, unknown_outcomes, origin, api_key_id, \
          CAST(CASE WHEN body IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_body"
     };
 }
@@ -151,6 +154,7 @@ fn record_from_row(row: &AnyRow) -> Result<MessageRecord, sqlx::Error> {
         sent_at: opt_i64(row, "sent_at")?,
         has_body: row.try_get::<i64, _>("has_body")? != 0,
         unknown_outcomes: row.try_get("unknown_outcomes")?,
+        origin: Edge::parse(&row.try_get::<String, _>("origin")?),
         api_key_id: opt_i64(row, "api_key_id")?,
     })
 }
@@ -168,8 +172,8 @@ impl Store {
         }
         let result = sqlx::query(
             "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
-             api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13)",
+             api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, origin) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13, $14)",
         )
         .bind(m.id)
         .bind(m.server_id)
@@ -184,6 +188,7 @@ impl Store {
         .bind(m.idempotency_key)
         .bind(m.request_hash)
         .bind(now)
+        .bind(m.origin.code())
         .execute(self.pool())
         .await;
         match result {

@@ -137,6 +137,8 @@ pub struct EmailPage {
     pub state_note: String,
     pub recipients: String,
     pub server: String,
+    /// Which edge the message came in by, in words.
+    pub origin: String,
     pub queued: String,
     pub sent: Option<String>,
     pub attempts: Vec<AttemptView>,

@@ -767,3 +767,40 @@ async fn the_generated_document_lists_every_api_route_and_each_answers() {
     }
     t.finish().await;
 }
+
+#[tokio::test]
+async fn each_message_says_which_edge_it_came_in_by() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    let (status, accepted) = t.send(&key, &hello()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let read: Value = t
+        .http
+        .get(t.url(&format!("/api/v1/messages/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["origin"], "api", "{read}");
+    let page = t.visit(&format!("/emails/{id}")).await;
+    assert!(
+        page.has(&format!("the API, with the key \"tests\" ({}", &key[..10])),
+        "{}",
+        page.body
+    );
+
+    let raw = format!("From: {ALICE}\r\nTo: {BOB}\r\nSubject: by hand\r\n\r\nhi\r\n");
+    let from_shell = t.app.submit_raw(raw.as_bytes()).await.unwrap();
+    let page = t.visit(&format!("/emails/{}", from_shell.id)).await;
+    assert!(
+        page.has("the command line (mailgate send)"),
+        "{}",
+        page.body
+    );
+    t.finish().await;
+}

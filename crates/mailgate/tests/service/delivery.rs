@@ -461,7 +461,7 @@ async fn a_thousand_messages_to_one_account_use_at_most_three_logins_and_one_tok
             serde_json::from_value(message(&format!("bulk {i}"))).unwrap();
         ids.push(
             t.app
-                .submit(&submission, Default::default())
+                .submit(&submission, mailgate::app::outbox::Origin::CLI)
                 .await
                 .unwrap()
                 .id,

@@ -14,7 +14,7 @@ use super::{ApiError, ApiKey, ErrorBody};
 use crate::app::App;
 use crate::app::outbox::{Origin, SubmitError};
 use crate::clock::Timestamp;
-use crate::domain::message::Submission;
+use crate::domain::message::{Edge, Submission};
 use crate::domain::outgoing::MessageState;
 use crate::store::Attempt;
 
@@ -44,6 +44,8 @@ pub struct MessageStatus {
     /// When the next attempt is due, while the message is queued or deferred.
     next_attempt_at: Option<Timestamp>,
     last_error: Option<String>,
+    /// How the message came in: `api` (by an API key) or `cli` (`mailgate send`).
+    origin: Edge,
     /// Attempts that handed the message over and got no answer: the recipients may have it
     /// twice.
     unknown_outcomes: i64,
@@ -127,6 +129,7 @@ pub async fn submit(
         .submit(
             &submission,
             Origin {
+                edge: Edge::Api,
                 api_key_id: Some(caller.key_id),
                 idempotency_key,
             },
@@ -196,6 +199,7 @@ pub async fn status(
         created_at: message.created_at,
         sent_at: message.sent_at,
         last_error: message.last_error,
+        origin: message.origin,
         unknown_outcomes: message.unknown_outcomes,
         attempts,
     }))

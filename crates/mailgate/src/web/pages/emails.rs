@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::redirect_with;
 use crate::app::App;
 use crate::clock::{Timestamp, format_utc, relative};
+use crate::domain::message::Edge;
 use crate::domain::outgoing::MessageState;
 use crate::store::MessageFilter;
 use crate::web::WebError;
@@ -144,6 +145,17 @@ pub async fn show(
             || "(deleted)".to_string(),
             |s| format!("{} ({}:{})", s.name, s.host, s.port),
         );
+    let origin = match (m.origin, m.api_key_id) {
+        (Edge::Cli, _) => "the command line (mailgate send)".to_string(),
+        (Edge::Api, Some(key_id)) => {
+            let keys = app.api_keys().await?;
+            match keys.iter().find(|k| k.id == key_id) {
+                Some(k) => format!("the API, with the key \"{}\" ({}…)", k.name, k.prefix),
+                None => "the API, with a deleted key".to_string(),
+            }
+        }
+        (Edge::Api, None) => "the API".to_string(),
+    };
     let state_note = match m.state {
         MessageState::Queued => "waiting its turn".to_string(),
         MessageState::Sending => "being sent".to_string(),
@@ -164,6 +176,7 @@ pub async fn show(
         state_note,
         recipients: m.rcpt_to.join(", "),
         server,
+        origin,
         queued: format!(
             "{} ({})",
             format_utc(m.created_at),
