@@ -1,5 +1,5 @@
 //! Configuration: defaults, then a TOML file (`--config`), then `MAILGATE_*` environment variables,
-//! which win. Every key has a default, so `mailgate serve` needs none. A key mailgate does not know
+//! which win, layered by figment. Every key has a default, so `mailgate serve` needs none. A key mailgate does not know
 //! is an error in the file (a typo must not silently fall back to a default) and a warning in the
 //! environment (other tools may share the prefix).
 
@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
@@ -90,9 +92,10 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// The settings as layered by figment, before they are checked: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+struct RawConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     secret_key_file: Option<PathBuf>,
@@ -104,7 +107,7 @@ struct FileConfig {
     history_days: Option<i64>,
     smtp_timeout_secs: Option<u64>,
     http_timeout_secs: Option<u64>,
-    trusted_proxies: Option<Vec<String>>,
+    trusted_proxies: Option<OneOrMany>,
     #[serde(default)]
     google: FileGoogle,
     #[serde(default)]
@@ -127,10 +130,50 @@ struct FileGmail {
     imap: Option<String>,
 }
 
+/// `trusted_proxies`: a TOML list, or a comma-separated string from the environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl OneOrMany {
+    fn items(self) -> Vec<String> {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+/// Keys whose environment value is a number (the others are taken as text, whatever they look
+/// like: a data dir named `1` is still a path).
+const NUMERIC_KEYS: &[&str] = &[
+    "max_message_size",
+    "retention_days",
+    "history_days",
+    "smtp_timeout_secs",
+    "http_timeout_secs",
+];
+
+/// Secrets that may come from a file instead (`MAILGATE_DATABASE_URL_FILE`, as Docker and
+/// systemd credentials provide them), so they need not sit in the environment.
+const SECRET_FILE_KEYS: &[&str] = &["MAILGATE_DATABASE_URL"];
+
 /// Every environment variable mailgate reads, with the file key it overrides.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_DATA_DIR", "data_dir"),
     ("MAILGATE_DATABASE_URL", "database_url"),
+    (
+        "MAILGATE_DATABASE_URL_FILE",
+        "(a file holding database_url)",
+    ),
     ("MAILGATE_SECRET_KEY", "(environment only)"),
     ("MAILGATE_SECRET_KEY_FILE", "secret_key_file"),
     ("MAILGATE_HTTP_ADDR", "http_addr"),
@@ -166,34 +209,42 @@ impl Config {
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let file_config = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
-                    path: path.to_path_buf(),
-                    message: e.message().to_string(),
-                })?
-            }
-            None => FileConfig::default(),
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
         };
+        // The file is checked on its own first: toml names a typo with its line and column,
+        // and a mistake in the file is the file's, whatever the environment says.
+        if let (Some(path), Err(e)) = (file, toml::from_str::<RawConfig>(&text)) {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.message().to_string(),
+            });
+        }
         let warnings = env
             .keys()
             .filter(|k| !ENV_KEYS.iter().any(|(known, _)| known == k))
             .map(|k| format!("unknown environment variable {k} ignored"))
             .collect();
-        let pick = |env_key: &str, file_value: Option<String>| -> Option<String> {
-            env.get(env_key).cloned().or(file_value)
-        };
-        let pick_path = |env_key: &str, file_value: Option<PathBuf>| -> Option<PathBuf> {
-            env.get(env_key).map(PathBuf::from).or(file_value)
-        };
+        let overrides = environment_overrides(env)?;
+        let mut figment = Figment::new().merge(Toml::string(&text));
+        for (key, value) in &overrides {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        // The file passed on its own, so what fails now is a value from the environment.
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| invalid(&e.path.join("."), e.kind.to_string()))?;
+        let env_only = |key: &str| env.get(key).cloned();
 
-        let data_dir = pick_path("MAILGATE_DATA_DIR", file_config.data_dir)
+        let data_dir = raw
+            .data_dir
             .unwrap_or_else(|| PathBuf::from("mailgate-data"));
-        let database_url = pick("MAILGATE_DATABASE_URL", file_config.database_url)
+        let database_url = raw
+            .database_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailgate.db").display()));
         if !database_url.starts_with("sqlite:")
             && !database_url.starts_with("postgres:")
@@ -207,14 +258,15 @@ impl Config {
                 ),
             ));
         }
-        let secret_key = match env.get("MAILGATE_SECRET_KEY") {
-            Some(key) => SecretKeySource::Inline(SecretString::from(key.clone())),
+        let secret_key = match env_only("MAILGATE_SECRET_KEY") {
+            Some(key) => SecretKeySource::Inline(SecretString::from(key)),
             None => SecretKeySource::File(
-                pick_path("MAILGATE_SECRET_KEY_FILE", file_config.secret_key_file)
+                raw.secret_key_file
                     .unwrap_or_else(|| data_dir.join("secret.key")),
             ),
         };
-        let http_addr_text = pick("MAILGATE_HTTP_ADDR", file_config.http_addr)
+        let http_addr_text = raw
+            .http_addr
             .unwrap_or_else(|| "127.0.0.1:8069".to_string());
         let http_addr: SocketAddr = http_addr_text.parse().map_err(|_| {
             invalid(
@@ -223,92 +275,58 @@ impl Config {
             )
         })?;
         let public_url = parse_public_url(
-            &pick("MAILGATE_PUBLIC_URL", file_config.public_url)
+            &raw.public_url
                 .unwrap_or_else(|| "http://127.0.0.1:8069".to_string()),
         )?;
-        let g = file_config.google;
+        let g = raw.google;
         let google = GoogleEndpoints {
             auth_url: google_url(
                 "google.auth_url",
-                pick("MAILGATE_GOOGLE_AUTH_URL", g.auth_url),
+                g.auth_url,
                 "https://accounts.google.com/o/oauth2/v2/auth",
             )?,
             token_url: google_url(
                 "google.token_url",
-                pick("MAILGATE_GOOGLE_TOKEN_URL", g.token_url),
+                g.token_url,
                 "https://oauth2.googleapis.com/token",
             )?,
             revoke_url: google_url(
                 "google.revoke_url",
-                pick("MAILGATE_GOOGLE_REVOKE_URL", g.revoke_url),
+                g.revoke_url,
                 "https://oauth2.googleapis.com/revoke",
             )?,
             certs_url: google_url(
                 "google.certs_url",
-                pick("MAILGATE_GOOGLE_CERTS_URL", g.certs_url),
+                g.certs_url,
                 "https://www.googleapis.com/oauth2/v3/certs",
             )?,
         };
-        let gmail_smtp = host_port(
-            "gmail.smtp",
-            pick("MAILGATE_GMAIL_SMTP", file_config.gmail.smtp),
-            "smtp.gmail.com:587",
-        )?;
-        let gmail_imap = host_port(
-            "gmail.imap",
-            pick("MAILGATE_GMAIL_IMAP", file_config.gmail.imap),
-            "imap.gmail.com:993",
-        )?;
-        let extra_ca_file = pick_path("MAILGATE_EXTRA_CA_FILE", file_config.extra_ca_file);
+        let gmail_smtp = host_port("gmail.smtp", raw.gmail.smtp, "smtp.gmail.com:587")?;
+        let gmail_imap = host_port("gmail.imap", raw.gmail.imap, "imap.gmail.com:993")?;
+        let extra_ca_file = raw.extra_ca_file;
         let max_message_size = number(
             "max_message_size",
-            env.get("MAILGATE_MAX_MESSAGE_SIZE"),
-            file_config.max_message_size,
+            raw.max_message_size,
             crate::domain::message::DEFAULT_MAX_SIZE,
         )?;
-        let retention_days = number(
-            "retention_days",
-            env.get("MAILGATE_RETENTION_DAYS"),
-            file_config.retention_days,
-            7,
-        )?;
-        let history_days = number(
-            "history_days",
-            env.get("MAILGATE_HISTORY_DAYS"),
-            file_config.history_days,
-            90,
-        )?;
-        let smtp_timeout_secs = number(
-            "smtp_timeout_secs",
-            env.get("MAILGATE_SMTP_TIMEOUT_SECS"),
-            file_config.smtp_timeout_secs,
-            60,
-        )?;
-        let http_timeout_secs = number(
-            "http_timeout_secs",
-            env.get("MAILGATE_HTTP_TIMEOUT_SECS"),
-            file_config.http_timeout_secs,
-            30,
-        )?;
-        let trusted_proxies = match env.get("MAILGATE_TRUSTED_PROXIES") {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            None => file_config.trusted_proxies.unwrap_or_default(),
-        }
-        .iter()
-        .map(|text| {
-            text.parse().map_err(|_| {
-                invalid(
-                    "trusted_proxies",
-                    format!("`{text}` is not an IP address like 127.0.0.1 or ::1"),
-                )
+        let retention_days = number("retention_days", raw.retention_days, 7)?;
+        let history_days = number("history_days", raw.history_days, 90)?;
+        let smtp_timeout_secs = number("smtp_timeout_secs", raw.smtp_timeout_secs, 60)?;
+        let http_timeout_secs = number("http_timeout_secs", raw.http_timeout_secs, 30)?;
+        let trusted_proxies = raw
+            .trusted_proxies
+            .map(OneOrMany::items)
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    invalid(
+                        "trusted_proxies",
+                        format!("`{text}` is not an IP address like 127.0.0.1 or ::1"),
+                    )
+                })
             })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             data_dir,
             database_url,
@@ -358,24 +376,51 @@ pub fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
-/// A positive number from the environment (text) or the file, else the default.
-fn number<T: std::str::FromStr + PartialOrd + Default + Copy>(
+/// A positive number, else the default.
+fn number<T: PartialOrd + Default + Copy>(
     key: &str,
-    env: Option<&String>,
-    file: Option<T>,
+    value: Option<T>,
     default: T,
 ) -> Result<T, ConfigError> {
-    let value = match env {
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| invalid(key, format!("`{text}` is not a number")))?,
-        None => file.unwrap_or(default),
-    };
+    let value = value.unwrap_or(default);
     if value <= T::default() {
         return Err(invalid(key, "must be more than 0"));
     }
     Ok(value)
+}
+
+/// The environment's settings as figment key paths (`MAILGATE_GOOGLE_TOKEN_URL` →
+/// `google.token_url`), through the one table of known variables; `*_FILE` secrets are read.
+fn environment_overrides(
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<(&'static str, figment::value::Value)>, ConfigError> {
+    let mut overrides = Vec::new();
+    for &(name, key) in ENV_KEYS {
+        if key.starts_with('(') {
+            continue;
+        }
+        let from_file = SECRET_FILE_KEYS
+            .contains(&name)
+            .then(|| env.get(&format!("{name}_FILE")))
+            .flatten();
+        let text = match (env.get(name), from_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| invalid(key, format!("cannot read {name}_FILE `{path}`: {e}")))?,
+            (None, None) => continue,
+        };
+        let value = if NUMERIC_KEYS.contains(&key) {
+            text.trim()
+                .parse::<u64>()
+                .map(figment::value::Value::from)
+                .map_err(|_| invalid(key, format!("`{text}` is not a number")))?
+        } else {
+            figment::value::Value::from(text)
+        };
+        overrides.push((key, value));
+    }
+    Ok(overrides)
 }
 
 /// A URL fit for messages and logs: its password, if any, replaced by `***`.
@@ -540,6 +585,68 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn layers_merge_nested_keys_lists_numbers_and_secret_files() {
+        let dir = std::env::temp_dir().join(format!("mailgate-layers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mailgate.toml");
+        std::fs::write(
+            &file,
+            "retention_days = 3\ntrusted_proxies = [\"10.0.0.1\"]\n[google]\ntoken_url = \"http://127.0.0.1:1/token\"\ncerts_url = \"http://127.0.0.1:1/certs\"\n",
+        )
+        .unwrap();
+        let url_file = dir.join("database-url");
+        std::fs::write(&url_file, "postgres://mailgate:s3cret@db/mail\n").unwrap();
+        let config = Config::from_sources(
+            Some(&file),
+            &env(&[
+                ("MAILGATE_GOOGLE_TOKEN_URL", "http://127.0.0.1:2/token"),
+                ("MAILGATE_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+                ("MAILGATE_HISTORY_DAYS", " 30 "),
+                ("MAILGATE_DATABASE_URL_FILE", url_file.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.google.token_url.as_str(), "http://127.0.0.1:2/token");
+        assert_eq!(
+            config.google.certs_url.as_str(),
+            "http://127.0.0.1:1/certs",
+            "the file's sibling key stays"
+        );
+        assert_eq!(
+            config.trusted_proxies.len(),
+            2,
+            "the environment's list replaces the file's"
+        );
+        assert_eq!((config.retention_days, config.history_days), (3, 30));
+        assert_eq!(config.database_url, "postgres://mailgate:s3cret@db/mail");
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+        let error = Config::from_sources(None, &env(&[("MAILGATE_MAX_MESSAGE_SIZE", "25MB")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "max_message_size: `25MB` is not a number");
+        std::fs::write(&file, "smtp_timeout_secs = \"soon\"\n").unwrap();
+        let error = Config::from_sources(Some(&file), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("config file ") && error.contains("\"soon\""),
+            "{error}"
+        );
+        let error = Config::from_sources(
+            None,
+            &env(&[("MAILGATE_DATABASE_URL_FILE", "/nonexistent/url")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("database_url: cannot read MAILGATE_DATABASE_URL_FILE"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
