@@ -5,16 +5,17 @@ use sqlx::Row;
 use super::{Store, StoreError, duplicate};
 use crate::clock::Timestamp;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AdminRecord {
     pub id: i64,
     pub email: String,
     pub password_hash: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     pub admin_id: i64,
+    #[sqlx(rename = "email")]
     pub admin_email: String,
     pub csrf_token: String,
     pub expires_at: Timestamp,
@@ -47,18 +48,12 @@ impl Store {
     }
 
     pub async fn admin_by_email(&self, email: &str) -> Result<Option<AdminRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, email, password_hash FROM admins WHERE email = $1")
-            .bind(email)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|r| {
-            Ok(AdminRecord {
-                id: r.try_get("id")?,
-                email: r.try_get("email")?,
-                password_hash: r.try_get("password_hash")?,
-            })
-        })
-        .transpose()
+        Ok(sqlx::query_as::<_, AdminRecord>(
+            "SELECT id, email, password_hash FROM admins WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// Replaces any earlier setup link: only the newest one printed works.
@@ -162,23 +157,14 @@ impl Store {
         id_hash: &str,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as::<_, SessionRecord>(
             "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM sessions s \
              JOIN admins a ON a.id = s.admin_id WHERE s.id_hash = $1 AND s.expires_at > $2",
         )
         .bind(id_hash)
         .bind(now)
         .fetch_optional(self.pool())
-        .await?;
-        row.map(|r| {
-            Ok(SessionRecord {
-                admin_id: r.try_get("admin_id")?,
-                admin_email: r.try_get("email")?,
-                csrf_token: r.try_get("csrf_token")?,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        .await?)
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {

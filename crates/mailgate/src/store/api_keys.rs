@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, opt_i64};
+use super::{Store, StoreError};
 use crate::clock::Timestamp;
 
 /// What a key may do. Every key submits; a submit key reads back only the messages it submitted,
@@ -28,12 +28,13 @@ impl KeyScope {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRecord {
     pub id: i64,
     pub name: String,
     /// The first characters, to tell keys apart in the list.
     pub prefix: String,
+    #[sqlx(try_from = "String")]
     pub scope: KeyScope,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
@@ -63,25 +64,11 @@ impl Store {
     }
 
     pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, ApiKeyRecord>(
             "SELECT id, name, prefix, scope, created_at, last_used_at, revoked_at FROM api_keys ORDER BY id DESC",
         )
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                Ok(ApiKeyRecord {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    prefix: r.try_get("prefix")?,
-                    scope: scope_of(r)?,
-                    created_at: r.try_get("created_at")?,
-                    last_used_at: opt_i64(r, "last_used_at")?,
-                    revoked_at: opt_i64(r, "revoked_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?)
+        .await?)
     }
 
     pub async fn revoke_api_key(&self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
@@ -112,7 +99,7 @@ impl Store {
             return Ok(None);
         };
         let id: i64 = row.try_get("id")?;
-        let scope = scope_of(&row)?;
+        let scope = KeyScope::from(row.try_get::<String, _>("scope")?);
         // At most once a minute: a busy client must not turn every submission into two writes.
         sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
             .bind(now)
@@ -125,7 +112,8 @@ impl Store {
 }
 
 /// An unknown scope reads as the narrower one.
-fn scope_of(row: &sqlx::any::AnyRow) -> Result<KeyScope, sqlx::Error> {
-    let code: String = row.try_get("scope")?;
-    Ok(KeyScope::parse(&code).unwrap_or(KeyScope::Submit))
+impl From<String> for KeyScope {
+    fn from(code: String) -> Self {
+        KeyScope::parse(&code).unwrap_or(KeyScope::Submit)
+    }
 }

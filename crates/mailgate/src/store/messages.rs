@@ -73,7 +73,7 @@ pub struct Settlement<'a> {
     pub now: Timestamp,
 }
 
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Attempt {
     /// Unix seconds.
     pub at: Timestamp,
@@ -508,23 +508,12 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let attempts = sqlx::query(
+        let attempts = sqlx::query_as::<_, Attempt>(
             "SELECT at, outcome, stage, reply, detail FROM attempts WHERE message_id = $1 ORDER BY at, id",
         )
         .bind(id)
         .fetch_all(self.pool())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(Attempt {
-                at: r.try_get("at")?,
-                outcome: r.try_get("outcome")?,
-                stage: r.try_get("stage")?,
-                reply: opt_string(r, "reply")?,
-                detail: r.try_get("detail")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?;
         Ok(Some((record_from_row(&row)?, attempts)))
     }
 
