@@ -84,6 +84,10 @@ struct SendArgs {
     /// Send this RFC 5322 file as it is (recipients from its To, Cc and Bcc).
     #[arg(long, conflicts_with = "mbox")]
     raw: Option<PathBuf>,
+    /// With --raw: the envelope recipients, instead of the file's To, Cc and Bcc (as
+    /// `sendmail` takes them); repeat for more.
+    #[arg(long, requires = "raw")]
+    envelope_to: Vec<String>,
     /// Send every message of this mbox file, with a progress bar.
     #[arg(long)]
     mbox: Option<PathBuf>,
@@ -417,7 +421,7 @@ async fn send(app: &App, args: SendArgs) -> anyhow::Result<ExitCode> {
     let accepted = if let Some(path) = &args.raw {
         let raw = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        app.submit_raw(&raw).await?
+        app.submit_raw_to(&raw, &args.envelope_to).await?
     } else {
         let text = match args.text.as_deref() {
             Some("-") => {

@@ -7,7 +7,8 @@ use rand::Rng;
 
 use super::{App, AppError};
 use crate::domain::message::{
-    ComposeContext, Composed, Edge, FieldError, Submission, compose_raw_message, rewrite_from,
+    ComposeContext, Composed, Edge, FieldError, MAX_RECIPIENTS, Submission, compose_raw_message,
+    rewrite_from,
 };
 use crate::domain::outgoing::MessageState;
 use crate::domain::{AuthMethod, EmailAddress, FromPolicy, route};
@@ -66,6 +67,30 @@ fn field(name: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// Envelope recipients as given, checked as the API checks `to`: each an address, at most
+/// Gmail's 100, each once.
+fn envelope_recipients(given: &[String]) -> Result<Vec<EmailAddress>, SubmitError> {
+    if given.len() > MAX_RECIPIENTS {
+        return Err(field(
+            "envelope_to",
+            format!(
+                "{} recipients; Gmail takes at most {MAX_RECIPIENTS} per message",
+                given.len()
+            ),
+        )
+        .into());
+    }
+    let mut recipients: Vec<EmailAddress> = Vec::with_capacity(given.len());
+    for (i, text) in given.iter().enumerate() {
+        let address = EmailAddress::parse(text)
+            .map_err(|e| field(&format!("envelope_to[{i}]"), e.to_string()))?;
+        if !recipients.contains(&address) {
+            recipients.push(address);
+        }
+    }
+    Ok(recipients)
+}
+
 impl App {
     /// Checks, builds and routes a message, and commits it to the queue. When this returns Ok,
     /// the message is on disk and will be delivered whatever happens to this process.
@@ -82,10 +107,34 @@ impl App {
             .await
     }
 
-    /// A raw RFC 5322 message as bytes (`mailgate send --raw`, `--mbox`).
+    /// A raw RFC 5322 message as bytes (`mailgate send --raw`, `--mbox`), its recipients read
+    /// from To, Cc and Bcc.
     pub async fn submit_raw(&self, raw: &[u8]) -> Result<Accepted, SubmitError> {
-        self.queue(|ctx| compose_raw_message(raw, ctx), Origin::CLI, None)
-            .await
+        self.submit_raw_to(raw, &[]).await
+    }
+
+    /// A raw message with an explicit envelope, as an SMTP edge gives it (RCPT TO, or
+    /// `mailgate send --raw --envelope-to`): the message goes to `envelope_to` and only to them,
+    /// whatever its headers say (mailing lists, forwarding, Bcc the sender already removed). An
+    /// empty list falls back to the headers.
+    pub async fn submit_raw_to(
+        &self,
+        raw: &[u8],
+        envelope_to: &[String],
+    ) -> Result<Accepted, SubmitError> {
+        let envelope = envelope_recipients(envelope_to)?;
+        self.queue(
+            |ctx| {
+                let mut composed = compose_raw_message(raw, ctx)?;
+                if !envelope.is_empty() {
+                    composed.recipients = envelope;
+                }
+                Ok(composed)
+            },
+            Origin::CLI,
+            None,
+        )
+        .await
     }
 
     async fn queue(

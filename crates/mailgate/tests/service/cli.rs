@@ -382,3 +382,77 @@ async fn send_queues_from_the_shell_and_the_running_service_delivers() {
     std::fs::remove_dir_all(&dir).unwrap();
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_raw_message_goes_to_its_envelope_not_its_headers() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let dir = temp_dir("envelope");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("list.eml");
+    std::fs::write(
+        &file,
+        format!("From: {ALICE}\r\nTo: team@lists.example\r\nSubject: to the list\r\n\r\nhi\r\n"),
+    )
+    .unwrap();
+    let env = vec![
+        ("MAILGATE_DATA_DIR", t.data_dir.display().to_string()),
+        ("MAILGATE_DATABASE_URL", t.database_url.clone()),
+    ];
+    let run = |args: Vec<&'static str>, file: std::path::PathBuf| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            mailgate(&env)
+                .args(["send", "--raw"])
+                .arg(file)
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(
+        vec![
+            "--envelope-to",
+            BOB,
+            "--envelope-to",
+            "carol@example.com",
+            "--envelope-to",
+            BOB,
+        ],
+        file.clone(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout.trim().strip_prefix("queued ").unwrap().to_string();
+    t.wait_state(&id, "sent").await;
+    let delivered = t.gsim.world().deliveries(0);
+    let delivery = delivered.last().unwrap();
+    assert_eq!(
+        delivery.rcpt_to,
+        [BOB, "carol@example.com"],
+        "the envelope, once each"
+    );
+    let raw = String::from_utf8_lossy(&delivery.raw);
+    assert!(
+        raw.contains("To: team@lists.example\r\n"),
+        "the headers are untouched: {raw}"
+    );
+
+    let bad = run(vec!["--envelope-to", "not an address"], file.clone())
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("envelope_to[0]"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    t.finish().await;
+}
