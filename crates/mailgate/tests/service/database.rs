@@ -163,3 +163,96 @@ async fn the_database_knows_its_key_a_lost_key_file_is_not_replaced_and_files_ar
     assert_eq!(mode(&key), 0o600);
     t.finish().await;
 }
+
+/// Many workers marking their final dots at once each get their own answer (true for their
+/// lease, false for a lost one), and every true mark is on disk.
+#[tokio::test]
+async fn concurrent_final_dot_marks_each_get_their_own_answer() {
+    use mailgate::store::{NewMessage, Store};
+    let dir = std::env::temp_dir().join(format!(
+        "mailgate-marks-{}",
+        mailgate::crypto::random_token()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::connect(&format!("sqlite://{}/marks.db", dir.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    sqlx::query(
+        "INSERT INTO mail_servers (name, auth_method, host, port, security, priority, created_at, updated_at) \
+         VALUES ('S', 'none', '127.0.0.1', 9, 'none', 10, 0, 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let server: i64 = sqlx::query("SELECT id FROM mail_servers")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get("id")
+        .unwrap();
+    let rcpt = vec![BOB.to_string()];
+    for i in 0..40 {
+        let id = format!("m{i:03}");
+        store
+            .insert_message(
+                &NewMessage {
+                    id: &id,
+                    server_id: server,
+                    mail_from: ALICE,
+                    rcpt_to: &rcpt,
+                    message_id: &format!("<{id}@example.com>"),
+                    from_header: ALICE,
+                    subject: "s",
+                    body: b"x",
+                    origin: mailgate::domain::message::Edge::Api,
+                    api_key_id: None,
+                    idempotency_key: None,
+                    request_hash: None,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim_messages("test", "L", 2, 600, 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 40);
+    let store = Arc::new(store);
+    let marks: Vec<_> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let store = store.clone();
+            let id = m.id.clone();
+            // Every fourth worker lost its lease.
+            let lease = if i % 4 == 0 {
+                "stale".to_string()
+            } else {
+                m.lease.clone()
+            };
+            tokio::spawn(async move {
+                let marked = store.mark_dot(&id, &lease, 3).await.unwrap();
+                (id, marked)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for mark in marks {
+        answers.push(mark.await.unwrap());
+    }
+    for (i, (id, marked)) in answers.iter().enumerate() {
+        assert_eq!(*marked, i % 4 != 0, "{id}");
+        let dot_at: Option<i64> = sqlx::query("SELECT dot_at FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get("dot_at")
+            .unwrap();
+        assert_eq!(dot_at.is_some(), *marked, "{id}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
