@@ -267,16 +267,9 @@ async fn gmail_465_greets_with_auth_already_offered() {
     .await;
 }
 
-#[tokio::test]
-async fn a_refused_xoauth2_token_gets_the_empty_line_and_both_replies_are_kept() {
-    let mut script = opening();
-    script.extend([
-        hears(&format!("AUTH XOAUTH2 {DOC_XOAUTH2}\r\n")),
-        says(&format!("334 {GMAIL_CHALLENGE}\r\n")),
-        hears("\r\n"),
-        says(BAD_CREDENTIALS),
-    ]);
-    let error = dialogue(script, plain, |stream| async move {
+/// Plays `script` to a client that logs in with Google's documented token, which must fail.
+async fn refused_login(script: Vec<Step>) -> Error {
+    dialogue(script, plain, |stream| async move {
         let mut session = greet(stream).await;
         let token = SecretString::from(DOC_TOKEN);
         session
@@ -287,7 +280,19 @@ async fn a_refused_xoauth2_token_gets_the_empty_line_and_both_replies_are_kept()
             .await
             .expect_err("refused")
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_refused_xoauth2_token_gets_the_empty_line_and_both_replies_are_kept() {
+    let mut script = opening();
+    script.extend([
+        hears(&format!("AUTH XOAUTH2 {DOC_XOAUTH2}\r\n")),
+        says(&format!("334 {GMAIL_CHALLENGE}\r\n")),
+        hears("\r\n"),
+        says(BAD_CREDENTIALS),
+    ]);
+    let error = refused_login(script).await;
     let Error::Refused {
         stage,
         reply,
@@ -388,18 +393,7 @@ async fn too_many_logins_is_a_temporary_refusal_at_auth() {
         hears(&format!("AUTH XOAUTH2 {DOC_XOAUTH2}\r\n")),
         says("454 4.7.0 Too many login attempts, please try again later. x - gsmtp\r\n"),
     ]);
-    let error = dialogue(script, plain, |stream| async move {
-        let mut session = greet(stream).await;
-        let token = SecretString::from(DOC_TOKEN);
-        session
-            .auth(Credentials::XOAuth2 {
-                user: DOC_USER,
-                token: &token,
-            })
-            .await
-            .expect_err("refused")
-    })
-    .await;
+    let error = refused_login(script).await;
     assert_eq!(error.stage(), Stage::Auth);
     assert!(
         error

@@ -776,16 +776,7 @@ async fn each_message_says_which_edge_it_came_in_by() {
     let (status, accepted) = t.send(&key, &hello()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let id = accepted["id"].as_str().unwrap();
-    let read: Value = t
-        .http
-        .get(t.url(&format!("/api/v1/messages/{id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = t.message_status(&key, id).await;
     assert_eq!(read["origin"], "api", "{read}");
     let page = t.visit(&format!("/emails/{id}")).await;
     assert!(

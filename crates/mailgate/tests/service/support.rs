@@ -487,6 +487,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET /api/v1/messages/{id} with an API key.
+    pub async fn message_status(&self, key: &str, id: &str) -> serde_json::Value {
+        self.http
+            .get(self.url(&format!("/api/v1/messages/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// POST /api/v1/messages with an API key.
     pub async fn send(
         &self,
