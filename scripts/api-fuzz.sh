@@ -9,9 +9,14 @@ BIN="${1:-${CARGO_TARGET_DIR:-target}/debug/mailgate}"
 # 150 examples per operation make about 1,400 requests (the run checks at least 1,000).
 EXAMPLES="${FUZZ_MAX_EXAMPLES:-150}"
 
-if ! command -v schemathesis >/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+# schemathesis lives in its own virtualenv outside the clone (kept between runs): no system
+# Python is touched, and PEP 668 distributions allow it.
+VENV="${FUZZ_VENV:-/var/tmp/mailgate-fuzz-venv}"
+if [ ! -x "$VENV/bin/schemathesis" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi
+export PATH="$VENV/bin:$PATH"
 
 WORK="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
