@@ -544,10 +544,11 @@ async fn missing_grant_type_or_json_body_is_unsupported_grant_type() {
 #[tokio::test]
 async fn refresh_grant_ignores_flectras_redirect_uri_and_returns_no_refresh_token() {
     let gsim = start().await;
-    let refresh = tokens(&gsim, TESTING_CLIENT, ALICE, &[MAIL])["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = tokens(&gsim, TESTING_CLIENT, ALICE, &[MAIL]);
+    let refresh = first["refresh_token"].as_str().unwrap().to_string();
+    // A Testing app's refresh token lives 7 days from consent: an hour later, an hour less.
+    assert_eq!(first["refresh_token_expires_in"], 604799);
+    gsim.world().advance_clock(3600);
     let form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh.as_str()),
@@ -565,7 +566,12 @@ async fn refresh_grant_ignores_flectras_redirect_uri_and_returns_no_refresh_toke
         body.get("refresh_token").is_none(),
         "refresh tokens are not rotated"
     );
-    assert_eq!(body["refresh_token_expires_in"], 604799);
+    // The wall clock also runs between the two requests (a second boundary may pass).
+    let left = body["refresh_token_expires_in"].as_i64().unwrap();
+    assert!(
+        (604799 - 3600 - 5..=604799 - 3600).contains(&left),
+        "the refresh did not restart the 7 days: {left}"
+    );
 }
 
 #[tokio::test]
