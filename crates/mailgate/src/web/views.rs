@@ -105,6 +105,8 @@ pub struct EmailRow {
     pub to: String,
     pub subject: String,
     pub server: String,
+    /// `API` or `CLI`: the edge the message came in by.
+    pub origin: &'static str,
     pub attempts: i64,
     /// Some attempt ended without an answer after the final dot.
     pub possibly_twice: bool,

@@ -793,5 +793,8 @@ async fn each_message_says_which_edge_it_came_in_by() {
         "{}",
         page.body
     );
+    let list = t.visit("/emails").await;
+    assert!(list.has("<td class=\"origin\">CLI</td>"), "{}", list.body);
+    assert!(list.has("<td class=\"origin\">API</td>"), "{}", list.body);
     t.finish().await;
 }

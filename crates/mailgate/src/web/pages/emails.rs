@@ -105,6 +105,10 @@ pub async fn list(
                 .get(&r.server_id)
                 .cloned()
                 .unwrap_or_else(|| "(deleted)".into()),
+            origin: match r.origin {
+                Edge::Api => "API",
+                Edge::Cli => "CLI",
+            },
             attempts: r.attempts,
             possibly_twice: r.unknown_outcomes > 0,
             id: r.id,
