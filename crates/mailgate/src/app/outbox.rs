@@ -7,8 +7,8 @@ use rand::Rng;
 
 use super::{App, AppError};
 use crate::domain::message::{
-    ComposeContext, Composed, Edge, FieldError, MAX_RECIPIENTS, Submission, compose_raw_message,
-    rewrite_from,
+    ComposeContext, Composed, Edge, FieldError, Submission, compose_raw_message,
+    envelope_recipients, rewrite_from,
 };
 use crate::domain::outgoing::MessageState;
 use crate::domain::{AuthMethod, EmailAddress, FromPolicy, route};
@@ -65,30 +65,6 @@ fn field(name: &str, message: impl Into<String>) -> FieldError {
         field: name.to_string(),
         message: message.into(),
     }
-}
-
-/// Envelope recipients as given, checked as the API checks `to`: each an address, at most
-/// Gmail's 100, each once.
-fn envelope_recipients(given: &[String]) -> Result<Vec<EmailAddress>, SubmitError> {
-    if given.len() > MAX_RECIPIENTS {
-        return Err(field(
-            "envelope_to",
-            format!(
-                "{} recipients; Gmail takes at most {MAX_RECIPIENTS} per message",
-                given.len()
-            ),
-        )
-        .into());
-    }
-    let mut recipients: Vec<EmailAddress> = Vec::with_capacity(given.len());
-    for (i, text) in given.iter().enumerate() {
-        let address = EmailAddress::parse(text)
-            .map_err(|e| field(&format!("envelope_to[{i}]"), e.to_string()))?;
-        if !recipients.contains(&address) {
-            recipients.push(address);
-        }
-    }
-    Ok(recipients)
 }
 
 impl App {

@@ -262,6 +262,25 @@ fn check_recipients(total: usize, field: &str) -> Result<(), FieldError> {
     }
 }
 
+/// Envelope recipients as an SMTP-like edge gives them (RCPT TO, `mailgate send
+/// --envelope-to`), checked as `to` is: each an address, at most Gmail's 100, each once. An empty
+/// list stays empty: the caller then takes the recipients from the headers.
+pub fn envelope_recipients(given: &[String]) -> Result<Vec<EmailAddress>, FieldError> {
+    if given.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_recipients(given.len(), "envelope_to")?;
+    let parsed = given
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            EmailAddress::parse(text)
+                .map_err(|e| refuse(format!("envelope_to[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(dedup(parsed))
+}
+
 fn dedup(addresses: impl IntoIterator<Item = EmailAddress>) -> Vec<EmailAddress> {
     let mut out: Vec<EmailAddress> = Vec::new();
     for a in addresses {
