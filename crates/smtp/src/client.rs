@@ -74,10 +74,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientSession<S> {
     }
 
     async fn ehlo(&mut self) -> Result<(), Error> {
-        let name = std::mem::take(&mut self.ehlo_name);
-        let reply = self.command(Command::Ehlo(&name), &[250]).await;
-        self.ehlo_name = name;
-        self.capabilities = reply?
+        let name = self.ehlo_name.clone();
+        self.capabilities = self
+            .command(Command::Ehlo(&name), &[250])
+            .await?
             .lines
             .iter()
             .skip(1)

@@ -43,18 +43,18 @@ impl DotStuffer {
     }
 }
 
-/// The whole message at once.
-pub fn stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stuffer = DotStuffer::default();
-    stuffer.push(message, &mut out);
-    stuffer.finish(&mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole message at once.
+    fn stuff(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut stuffer = DotStuffer::default();
+        stuffer.push(message, &mut out);
+        stuffer.finish(&mut out);
+        out
+    }
 
     #[test]
     fn leading_dots_are_doubled_and_bare_line_feeds_completed() {
