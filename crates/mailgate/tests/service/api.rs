@@ -396,14 +396,7 @@ async fn messages_are_routed_by_from_filter_exact_then_domain_then_default() {
 }
 
 async fn openapi_document(t: &TestApp) -> Value {
-    t.http
-        .get(t.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    t.get_json("/api/v1/openapi.json", None).await
 }
 
 #[tokio::test]

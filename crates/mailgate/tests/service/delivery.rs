@@ -348,12 +348,7 @@ async fn a_535_gets_one_fresh_token_then_the_message_is_held_until_reconnected()
     let t = spawn(Db::Sqlite).await;
     let server = t.sending_as_alice().await;
     let key = t.api_key().await;
-    t.gsim.world().arm_smtp_fault(fault(
-        gsim::SmtpStage::Auth,
-        Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp"),
-        false,
-        2,
-    ));
+    t.gsim.world().arm_smtp_fault(refused_logins());
     let id = queued(&t, &key, "refused login").await;
     let held = t.wait_state(&id, "held").await;
     assert!(

@@ -347,14 +347,7 @@ async fn the_smtp_check_logs_in_as_delivery_does_and_a_refused_token_means_recon
     assert_eq!(logins(), before + 1, "the doctor really logged in at Gmail");
 
     // Gmail refuses the token, and the fresh one too: the same path as delivery's marks it.
-    t.gsim.world().arm_smtp_fault(gsim::SmtpFault {
-        stage: gsim::SmtpStage::Auth,
-        reply: Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp".into()),
-        close: false,
-        hold: false,
-        count: 2,
-        account: None,
-    });
+    t.gsim.world().arm_smtp_fault(refused_logins());
     let report = t.app.doctor().await.unwrap();
     let smtp = find(&report, "server:Gmail:smtp");
     assert_eq!(smtp.status, Status::Fail);

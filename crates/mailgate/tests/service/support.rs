@@ -487,17 +487,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET `path` as JSON, with an API key when given.
+    pub async fn get_json(&self, path: &str, key: Option<&str>) -> serde_json::Value {
+        let mut request = self.http.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     /// GET /api/v1/messages/{id} with an API key.
     pub async fn message_status(&self, key: &str, id: &str) -> serde_json::Value {
-        self.http
-            .get(self.url(&format!("/api/v1/messages/{id}")))
-            .bearer_auth(key)
-            .send()
+        self.get_json(&format!("/api/v1/messages/{id}"), Some(key))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// POST /api/v1/messages with an API key.
@@ -687,4 +689,16 @@ pub async fn stop(child: Child) -> ExitStatus {
         .status()
         .unwrap();
     wait(child).await
+}
+
+/// Gmail refusing the login twice (the stored token, then the fresh one) with its 535.
+pub fn refused_logins() -> gsim::SmtpFault {
+    gsim::SmtpFault {
+        stage: gsim::SmtpStage::Auth,
+        reply: Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp".into()),
+        close: false,
+        hold: false,
+        count: 2,
+        account: None,
+    }
 }

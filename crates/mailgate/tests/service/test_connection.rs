@@ -52,14 +52,7 @@ async fn a_535_shows_googles_reply_and_asks_for_a_reconnect() {
     let t = spawn(Db::Sqlite).await;
     let id = connected(&t).await;
     // Gmail refuses the login twice: the stored token, then the fresh one.
-    t.gsim.world().arm_smtp_fault(gsim::SmtpFault {
-        stage: gsim::SmtpStage::Auth,
-        reply: Some("535-5.7.8 Username and Password not accepted. Learn more at\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials {id} - gsmtp".into()),
-        close: false,
-        hold: false,
-        count: 2,
-        account: None,
-    });
+    t.gsim.world().arm_smtp_fault(refused_logins());
     t.submit(&format!("/servers/{id}/test"), &[]).await;
     let page = t.visit(&format!("/servers/{id}")).await;
     assert!(page.has("Connection Test Failed"));
