@@ -28,7 +28,7 @@ pub(super) struct Outcome {
 }
 
 /// How far one SMTP transaction got.
-pub(super) enum Transmission {
+enum Transmission {
     /// The server answered the final dot with 250.
     Accepted {
         reply: crate::domain::Reply,
@@ -90,7 +90,7 @@ impl Stop {
         }
     }
 
-    pub(super) fn from_token(e: &TokenError) -> Self {
+    fn from_token(e: &TokenError) -> Self {
         let failure = match e {
             TokenError::Temporary(_) | TokenError::Store(_) => Failure::Temporary(e.to_string()),
             _ => Failure::NeedsHuman(e.to_string()),
@@ -150,7 +150,7 @@ impl Dispatcher {
         self.app.settled.send_modify(|n| *n += 1);
     }
 
-    pub(super) fn outcome(&self, message: &Claimed, stop: Stop, detail: String) -> Outcome {
+    fn outcome(&self, message: &Claimed, stop: Stop, detail: String) -> Outcome {
         let now = self.app.now();
         let verdict = stop.failure.verdict(
             &self.policy,
@@ -315,7 +315,7 @@ impl Dispatcher {
     /// One SMTP transaction for `message`. The final dot goes out only once the store has noted
     /// it under this worker's lease: a restart that finds the note knows Gmail may have the
     /// message, and a worker that lost its lease never sends it.
-    pub(super) async fn transmit(
+    async fn transmit(
         &self,
         live: &mut SmtpSession,
         message: &Claimed,
