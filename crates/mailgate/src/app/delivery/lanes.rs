@@ -40,7 +40,7 @@ impl Dispatcher {
         }
     }
 
-    pub(super) fn account_slots(&self, account: &str) -> Arc<Semaphore> {
+    fn account_slots(&self, account: &str) -> Arc<Semaphore> {
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(
             accounts
