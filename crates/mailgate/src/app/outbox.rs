@@ -181,19 +181,19 @@ impl App {
         let inserted = self
             .store
             .insert_message(
-                &NewMessage {
-                    id: &id,
+                NewMessage {
+                    id: id.clone(),
                     server_id: server.id,
-                    mail_from: &mail_from,
-                    rcpt_to: &recipients,
-                    message_id: &composed.message_id,
-                    from_header: &composed.from.display(),
-                    subject: &composed.subject,
-                    body: &composed.raw,
+                    mail_from,
+                    rcpt_to: recipients,
+                    message_id: composed.message_id.to_string(),
+                    from_header: composed.from.display(),
+                    subject: composed.subject,
+                    body: composed.raw,
                     origin: origin.edge,
                     api_key_id: origin.api_key_id,
-                    idempotency_key: origin.idempotency_key,
-                    request_hash: request_hash.as_deref(),
+                    idempotency_key: origin.idempotency_key.map(str::to_string),
+                    request_hash,
                 },
                 now,
             )

@@ -12,20 +12,25 @@ use crate::clock::Timestamp;
 use crate::domain::message::Edge;
 use crate::domain::outgoing::{MessageState, Verdict};
 
-pub struct NewMessage<'a> {
-    pub id: &'a str,
+/// A message to accept. Owned: it travels to the group-commit writer.
+pub struct NewMessage {
+    pub id: String,
     pub server_id: i64,
-    pub mail_from: &'a str,
-    pub rcpt_to: &'a [String],
-    pub message_id: &'a str,
-    pub from_header: &'a str,
-    pub subject: &'a str,
-    pub body: &'a [u8],
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub message_id: String,
+    pub from_header: String,
+    pub subject: String,
+    pub body: Vec<u8>,
     pub origin: Edge,
     pub api_key_id: Option<i64>,
-    pub idempotency_key: Option<&'a str>,
-    pub request_hash: Option<&'a str>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
 }
+
+/// Bodies up to this size come with the claim; larger ones are read when their turn comes, so
+/// the messages in hand never hold more than a few megabytes.
+pub const INLINE_BODY: i64 = 64 * 1024;
 
 pub enum Inserted {
     New,
@@ -49,27 +54,30 @@ pub struct Claimed {
     pub created_at: Timestamp,
     /// When an earlier attempt sent the final dot without its outcome being recorded.
     pub dot_at: Option<Timestamp>,
+    /// The content, when it is at most `INLINE_BODY` bytes; otherwise read with `message_body`.
+    pub body: Option<Vec<u8>>,
 }
 
 /// What one attempt did, for the attempt log.
-pub struct AttemptRecord<'a> {
-    pub stage: &'a str,
-    pub reply: Option<&'a str>,
-    pub detail: &'a str,
+pub struct AttemptRecord {
+    pub stage: String,
+    pub reply: Option<String>,
+    pub detail: String,
 }
 
-/// The end of one attempt, recorded in one transaction.
-pub struct Settlement<'a> {
-    pub id: &'a str,
-    pub lease: &'a str,
-    pub verdict: &'a Verdict,
-    pub attempt: AttemptRecord<'a>,
+/// The end of one attempt, recorded in one transaction. Owned: it travels to the group-commit
+/// writer.
+pub struct Settlement {
+    pub id: String,
+    pub lease: String,
+    pub verdict: Verdict,
+    pub attempt: AttemptRecord,
     /// False when nothing reached the server (mailgate's own quota guard held it back).
     pub counts_as_attempt: bool,
     /// The final dot went out but no answer came: the server may have the message.
     pub outcome_unknown: bool,
     /// The Gmail account whose daily quota the send used.
-    pub sent_by: Option<&'a str>,
+    pub sent_by: Option<String>,
     pub now: Timestamp,
 }
 
@@ -164,46 +172,79 @@ impl Store {
     /// for the same API key, nothing is inserted and the earlier message is returned.
     pub async fn insert_message(
         &self,
-        m: &NewMessage<'_>,
+        m: NewMessage,
         now: Timestamp,
     ) -> Result<Inserted, StoreError> {
-        if let Some(existing) = self.idempotent_message(m).await? {
+        if let Some(existing) = self.idempotent_message(&m).await? {
             return Ok(existing);
         }
-        let result = sqlx::query(
-            "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
-             api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, origin) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13, $14)",
-        )
-        .bind(m.id)
-        .bind(m.server_id)
-        .bind(m.mail_from)
-        .bind(serde_json::to_string(m.rcpt_to).unwrap_or_default())
-        .bind(m.message_id)
-        .bind(m.from_header)
-        .bind(m.subject)
-        .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
-        .bind(m.body)
-        .bind(m.api_key_id)
-        .bind(m.idempotency_key)
-        .bind(m.request_hash)
-        .bind(now)
-        .bind(m.origin.code())
-        .execute(self.pool())
-        .await;
+        let lookup = (
+            m.api_key_id,
+            m.idempotency_key.clone(),
+            m.request_hash.clone(),
+        );
+        let result = self
+            .writer()
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
+                         api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, origin) \
+                         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13, $14)",
+                    )
+                    .bind(&m.id)
+                    .bind(m.server_id)
+                    .bind(&m.mail_from)
+                    .bind(serde_json::to_string(&m.rcpt_to).unwrap_or_default())
+                    .bind(&m.message_id)
+                    .bind(&m.from_header)
+                    .bind(&m.subject)
+                    .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
+                    .bind(&m.body)
+                    .bind(m.api_key_id)
+                    .bind(&m.idempotency_key)
+                    .bind(&m.request_hash)
+                    .bind(now)
+                    .bind(m.origin.code())
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await;
         match result {
-            Ok(_) => Ok(Inserted::New),
+            Ok(()) => Ok(Inserted::New),
             // Two requests with one key raced; the other won.
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => self
-                .idempotent_message(m)
+            Err(StoreError::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+                let (api_key_id, idempotency_key, request_hash) = lookup;
+                self.idempotent_lookup(
+                    api_key_id,
+                    idempotency_key.as_deref(),
+                    request_hash.as_deref(),
+                )
                 .await?
-                .ok_or_else(|| StoreError::Duplicate("a message with this id".into())),
-            Err(e) => Err(e.into()),
+                .ok_or_else(|| StoreError::Duplicate("a message with this id".into()))
+            }
+            Err(e) => Err(e),
         }
     }
 
-    async fn idempotent_message(&self, m: &NewMessage<'_>) -> Result<Option<Inserted>, StoreError> {
-        let (Some(key_id), Some(key)) = (m.api_key_id, m.idempotency_key) else {
+    async fn idempotent_message(&self, m: &NewMessage) -> Result<Option<Inserted>, StoreError> {
+        self.idempotent_lookup(
+            m.api_key_id,
+            m.idempotency_key.as_deref(),
+            m.request_hash.as_deref(),
+        )
+        .await
+    }
+
+    async fn idempotent_lookup(
+        &self,
+        api_key_id: Option<i64>,
+        idempotency_key: Option<&str>,
+        request_hash: Option<&str>,
+    ) -> Result<Option<Inserted>, StoreError> {
+        let (Some(key_id), Some(key)) = (api_key_id, idempotency_key) else {
             return Ok(None);
         };
         let row = sqlx::query(
@@ -217,7 +258,7 @@ impl Store {
             .map(|r| -> Result<Inserted, sqlx::Error> {
                 Ok(Inserted::Existing {
                     id: r.try_get("id")?,
-                    same_request: opt_string(&r, "request_hash")?.as_deref() == m.request_hash,
+                    same_request: opt_string(&r, "request_hash")?.as_deref() == request_hash,
                 })
             })
             .transpose()?)
@@ -243,39 +284,51 @@ impl Store {
                  WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
                  OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1) ORDER BY next_attempt_at, id LIMIT $4) \
                  AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
-                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at"
+                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
+                 CASE WHEN size <= $6 THEN body END AS body"
             }
             Backend::Postgres => {
                 "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
                  WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
                  OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                  AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
-                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at"
+                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
+                 CASE WHEN size <= $6 THEN body END AS body"
             }
         };
-        let rows = sqlx::query(sql)
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
-            .bind(limit)
-            .bind(lease)
-            .fetch_all(self.pool())
-            .await?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                Ok(Claimed {
-                    id: r.try_get("id")?,
-                    lease: lease.to_string(),
-                    dot_at: opt_i64(r, "dot_at")?,
-                    server_id: r.try_get("server_id")?,
-                    mail_from: r.try_get("mail_from")?,
-                    rcpt_to: rcpts(&r.try_get::<String, _>("rcpt_to")?),
-                    attempts: r.try_get("attempts")?,
-                    created_at: r.try_get("created_at")?,
+        let (owner, lease_token) = (owner.to_string(), lease.to_string());
+        let mut claimed = self
+            .writer()
+            .write(move |conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query(sql)
+                        .bind(&owner)
+                        .bind(lease_until)
+                        .bind(now)
+                        .bind(limit)
+                        .bind(&lease_token)
+                        .bind(INLINE_BODY)
+                        .fetch_all(conn)
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| {
+                            Ok(Claimed {
+                                id: r.try_get("id")?,
+                                lease: lease_token.clone(),
+                                dot_at: opt_i64(r, "dot_at")?,
+                                server_id: r.try_get("server_id")?,
+                                mail_from: r.try_get("mail_from")?,
+                                rcpt_to: rcpts(&r.try_get::<String, _>("rcpt_to")?),
+                                attempts: r.try_get("attempts")?,
+                                created_at: r.try_get("created_at")?,
+                                body: super::opt_bytes(r, "body")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()?)
                 })
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .await?;
         claimed.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(claimed)
     }
@@ -332,82 +385,33 @@ impl Store {
         lease: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE messages SET dot_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'sending'",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(lease)
-        .execute(self.pool())
-        .await?
-        .rows_affected()
-            == 1)
+        let (id, lease) = (id.to_string(), lease.to_string());
+        self.writer()
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE messages SET dot_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'sending'",
+                    )
+                    .bind(now)
+                    .bind(&id)
+                    .bind(&lease)
+                    .execute(conn)
+                    .await?
+                    .rows_affected()
+                        == 1)
+                })
+            })
+            .await
     }
 
     /// Records an attempt and its verdict in one transaction, with the send counted against
     /// `sent_by`'s daily quota when it went out. Only the current lease may: a worker that lost
     /// its lease (it stalled past expiry and another took the message) must not overwrite a
     /// newer attempt.
-    pub async fn finish_attempt(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
-        let now = s.now;
-        let (state, next, error, sent_at) = match s.verdict {
-            Verdict::Sent => (MessageState::Sent, now, None, Some(now)),
-            Verdict::Deferred { until, reason } => {
-                (MessageState::Deferred, *until, Some(reason.as_str()), None)
-            }
-            Verdict::Held { reason } => (MessageState::Held, now, Some(reason.as_str()), None),
-            Verdict::Failed { reason } => (MessageState::Failed, now, Some(reason.as_str()), None),
-        };
-        let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE messages SET state = $1, next_attempt_at = $2, last_error = $3, sent_at = COALESCE($4, sent_at), \
-             attempts = attempts + $5, unknown_outcomes = unknown_outcomes + $6, lease_owner = NULL, lease_until = NULL, \
-             lease_token = NULL, dot_at = NULL, updated_at = $7 \
-             WHERE id = $8 AND lease_token = $9 AND state = 'sending'",
-        )
-        .bind(state.code())
-        .bind(next)
-        .bind(error)
-        .bind(sent_at)
-        .bind(i64::from(s.counts_as_attempt))
-        .bind(i64::from(s.outcome_unknown))
-        .bind(now)
-        .bind(s.id)
-        .bind(s.lease)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Ok(false);
-        }
-        let outcome = if s.outcome_unknown {
-            "unknown"
-        } else {
-            state.code()
-        };
-        sqlx::query(
-            "INSERT INTO attempts (message_id, at, outcome, stage, reply, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(s.id)
-        .bind(now)
-        .bind(outcome)
-        .bind(s.attempt.stage)
-        .bind(s.attempt.reply)
-        .bind(s.attempt.detail)
-        .execute(&mut *tx)
-        .await?;
-        if let (Verdict::Sent, Some(account)) = (s.verdict, s.sent_by) {
-            sqlx::query(
-                "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
-                 ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
-            )
-            .bind(account)
-            .bind(now / 3600)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+    pub async fn finish_attempt(&self, s: Settlement) -> Result<bool, StoreError> {
+        self.writer()
+            .write(move |conn| Box::pin(async move { settle(conn, &s).await }))
+            .await
     }
 
     /// Gives leased messages back untouched (graceful shutdown): due again at once.
@@ -627,4 +631,65 @@ impl Store {
         tx.commit().await?;
         Ok(deleted)
     }
+}
+
+/// The statements of `finish_attempt`, inside the writer's transaction.
+async fn settle(conn: &mut sqlx::AnyConnection, s: &Settlement) -> Result<bool, StoreError> {
+    let now = s.now;
+    let (state, next, error, sent_at) = match &s.verdict {
+        Verdict::Sent => (MessageState::Sent, now, None, Some(now)),
+        Verdict::Deferred { until, reason } => {
+            (MessageState::Deferred, *until, Some(reason.as_str()), None)
+        }
+        Verdict::Held { reason } => (MessageState::Held, now, Some(reason.as_str()), None),
+        Verdict::Failed { reason } => (MessageState::Failed, now, Some(reason.as_str()), None),
+    };
+    let updated = sqlx::query(
+        "UPDATE messages SET state = $1, next_attempt_at = $2, last_error = $3, sent_at = COALESCE($4, sent_at), \
+         attempts = attempts + $5, unknown_outcomes = unknown_outcomes + $6, lease_owner = NULL, lease_until = NULL, \
+         lease_token = NULL, dot_at = NULL, updated_at = $7 \
+         WHERE id = $8 AND lease_token = $9 AND state = 'sending'",
+    )
+    .bind(state.code())
+    .bind(next)
+    .bind(error)
+    .bind(sent_at)
+    .bind(i64::from(s.counts_as_attempt))
+    .bind(i64::from(s.outcome_unknown))
+    .bind(now)
+    .bind(&s.id)
+    .bind(&s.lease)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        return Ok(false);
+    }
+    let outcome = if s.outcome_unknown {
+        "unknown"
+    } else {
+        state.code()
+    };
+    sqlx::query(
+        "INSERT INTO attempts (message_id, at, outcome, stage, reply, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&s.id)
+    .bind(now)
+    .bind(outcome)
+    .bind(&s.attempt.stage)
+    .bind(&s.attempt.reply)
+    .bind(&s.attempt.detail)
+    .execute(&mut *conn)
+    .await?;
+    if let (Verdict::Sent, Some(account)) = (&s.verdict, &s.sent_by) {
+        sqlx::query(
+            "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
+             ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
+        )
+        .bind(account)
+        .bind(now / 3600)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
 }

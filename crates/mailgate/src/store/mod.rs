@@ -9,6 +9,7 @@ mod messages;
 mod oauth_states;
 mod servers;
 mod settings;
+mod writer;
 
 use std::time::Duration;
 
@@ -42,6 +43,11 @@ pub enum StoreError {
     Duplicate(String),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The commit that held this write failed (or could not begin); nothing of it is on disk.
+    #[error("database: {0}")]
+    Batch(std::sync::Arc<sqlx::Error>),
+    #[error("the database is closed (mailgate is stopping)")]
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +59,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The queue's hot writes, group-committed on a connection of their own.
+    writer: writer::Writer,
     backend: Backend,
 }
 
@@ -82,29 +90,22 @@ impl Store {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_string(),
         };
-        let options = AnyPoolOptions::new()
-            .max_connections(match backend {
-                // One writer at a time anyway; a few readers alongside it.
+        let pool = pool_options(
+            backend,
+            match backend {
+                // One writer at a time anyway (the group-commit writer has its own); readers alongside.
                 Backend::Sqlite => 4,
                 Backend::Postgres => 10,
-            })
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers work while a write commits; FULL survives power loss,
-                        // not just a crash; the busy timeout queues writers instead of failing.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            });
-        let pool = options.connect(&url).await?;
-        Ok(Self { pool, backend })
+            },
+        )
+        .connect(&url)
+        .await?;
+        let writer = writer::Writer::start(pool_options(backend, 1).connect(&url).await?);
+        Ok(Self {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -169,9 +170,35 @@ impl Store {
         self.schema_status().await
     }
 
+    /// Commits the writes still queued, then closes every connection.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
+
+    fn writer(&self) -> &writer::Writer {
+        &self.writer
+    }
+}
+
+fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers work while a write commits; FULL survives power loss,
+                    // not just a crash; the busy timeout queues writers instead of failing.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Turns a unique-constraint violation into a readable `Duplicate`.

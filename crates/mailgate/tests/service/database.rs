@@ -196,15 +196,15 @@ async fn concurrent_final_dot_marks_each_get_their_own_answer() {
         let id = format!("m{i:03}");
         store
             .insert_message(
-                &NewMessage {
-                    id: &id,
+                NewMessage {
+                    message_id: format!("<{id}@example.com>"),
+                    id,
                     server_id: server,
-                    mail_from: ALICE,
-                    rcpt_to: &rcpt,
-                    message_id: &format!("<{id}@example.com>"),
-                    from_header: ALICE,
-                    subject: "s",
-                    body: b"x",
+                    mail_from: ALICE.into(),
+                    rcpt_to: rcpt.clone(),
+                    from_header: ALICE.into(),
+                    subject: "s".into(),
+                    body: b"x".to_vec(),
                     origin: mailgate::domain::message::Edge::Api,
                     api_key_id: None,
                     idempotency_key: None,

@@ -1,6 +1,11 @@
 //! One attempt for one message: the guard, the SMTP transaction, and the settlement that
 //! records the attempt and the message's new state in one transaction.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
 use super::pool::{reusable_after, stale};
 use super::{Dispatcher, jitter};
 
@@ -11,7 +16,11 @@ use crate::domain::outgoing::{Failure, Trouble, Verdict, classify};
 use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::metrics::bump;
 use crate::smtp_out::{SmtpError, SmtpSession};
-use crate::store::{AttemptRecord, Claimed, Settlement};
+use crate::store::{AttemptRecord, Claimed, Settlement, StoreError};
+
+/// The note of a message's final dot, being committed while the worker gets on with the message
+/// before it. The dot waits for it.
+pub(super) type DotNote = JoinHandle<Result<bool, StoreError>>;
 
 /// What one attempt came to.
 pub(super) struct Outcome {
@@ -104,8 +113,11 @@ impl Stop {
 }
 
 impl Dispatcher {
-    /// Records the attempt and settles the message; its lease ends here.
-    pub(super) async fn settle(&self, message: &Claimed, outcome: Outcome) {
+    /// Records the attempt and settles the message; its lease ends here. The record goes to the
+    /// store's next group commit and the worker goes on to its next message without waiting:
+    /// the message stays in hand (renewed, not claimable) until the commit answers, and a crash
+    /// before then finds its final-dot note, the "possibly sent" case.
+    pub(super) fn settle(self: &Arc<Self>, message: &Claimed, outcome: Outcome) {
         let now = self.app.now();
         let metrics = &self.app.metrics;
         match &outcome.verdict {
@@ -122,32 +134,44 @@ impl Dispatcher {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        let sent_by = match outcome.verdict {
+            Verdict::Sent => outcome.sent_by,
+            _ => None,
+        };
+        if let Some(account) = &sent_by {
+            self.count_unsettled_send(account, 1);
+        }
         let settlement = Settlement {
-            id: &message.id,
-            lease: &message.lease,
-            verdict: &outcome.verdict,
+            id: message.id.clone(),
+            lease: message.lease.clone(),
+            verdict: outcome.verdict,
             attempt: AttemptRecord {
-                stage: &stage,
-                reply: outcome.reply.as_deref(),
-                detail: &outcome.detail,
+                stage,
+                reply: outcome.reply,
+                detail: outcome.detail,
             },
             counts_as_attempt: outcome.counts,
             outcome_unknown: outcome.unknown,
-            sent_by: outcome.sent_by.as_deref(),
+            sent_by,
             now,
         };
-        match self.app.store.finish_attempt(&settlement).await {
-            Ok(true) => {
-                tracing::debug!(id = %message.id, state = %outcome.verdict.state(), "attempt recorded")
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = settlement.id.clone();
+            let sent_by = settlement.sent_by.clone();
+            let state = settlement.verdict.state();
+            match this.app.store.finish_attempt(settlement).await {
+                Ok(true) => tracing::debug!(%id, %state, "attempt recorded"),
+                Ok(false) => tracing::warn!(%id, "lease lost before the attempt was recorded"),
+                Err(e) => tracing::error!(%id, "cannot record the attempt: {e}"),
             }
-            Ok(false) => {
-                tracing::warn!(id = %message.id, "lease lost before the attempt was recorded")
+            if let Some(account) = &sent_by {
+                this.count_unsettled_send(account, -1);
             }
-            Err(e) => tracing::error!(id = %message.id, "cannot record the attempt: {e}"),
-        }
-        self.lock_lanes().in_hand.remove(&message.id);
-        self.settled.notify_one();
-        self.app.settled.send_modify(|n| *n += 1);
+            this.lock_lanes().in_hand.remove(&id);
+            this.settled.notify_one();
+            this.app.settled.send_modify(|n| *n += 1);
+        });
     }
 
     fn outcome(&self, message: &Claimed, stop: Stop, detail: String) -> Outcome {
@@ -175,6 +199,7 @@ impl Dispatcher {
         &self,
         server: &MailServer,
         message: &Claimed,
+        note: DotNote,
         session: &mut Option<SmtpSession>,
     ) -> Outcome {
         let now = self.app.now();
@@ -183,7 +208,16 @@ impl Dispatcher {
         if gmail && let Some(deferral) = self.quota_guard(server, &account, now).await {
             return deferral;
         }
-        let body = match self.app.store.message_body(&message.id).await {
+        let stored = match &message.body {
+            Some(body) => Ok(Some(Cow::Borrowed(body.as_slice()))),
+            None => self
+                .app
+                .store
+                .message_body(&message.id)
+                .await
+                .map(|b| b.map(Cow::Owned)),
+        };
+        let body = match stored {
             Ok(Some(body)) => body,
             Ok(None) => {
                 return Outcome {
@@ -210,6 +244,7 @@ impl Dispatcher {
                 );
             }
         };
+        let mut note = Some(note);
         for fresh_try in [false, true] {
             let reused = session.is_some();
             let mut live = match session.take() {
@@ -226,7 +261,7 @@ impl Dispatcher {
                     }
                 },
             };
-            let error = match self.transmit(&mut live, message, &body).await {
+            let error = match self.transmit(&mut live, message, &body, &mut note).await {
                 Transmission::Accepted { reply, refused } => {
                     *session = Some(live);
                     let reply = reply.text();
@@ -320,6 +355,7 @@ impl Dispatcher {
         live: &mut SmtpSession,
         message: &Claimed,
         body: &[u8],
+        note: &mut Option<DotNote>,
     ) -> Transmission {
         let refused = match live.open_data(&message.mail_from, &message.rcpt_to).await {
             Ok(refused) => refused,
@@ -328,12 +364,12 @@ impl Dispatcher {
         if let Err(e) = live.write_body(body).await {
             return Transmission::BeforeDot(e);
         }
-        match self
-            .app
-            .store
-            .mark_dot(&message.id, &message.lease, self.app.now())
-            .await
-        {
+        // A retry on a fresh session reuses the note the first try waited for.
+        let noted = match note.take() {
+            Some(pending) => pending.await.unwrap_or(Err(StoreError::Closed)),
+            None => Ok(true),
+        };
+        match noted {
             Ok(true) => {}
             Ok(false) => {
                 return Transmission::NotNoted(

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::Semaphore;
 
-use super::attempt::Outcome;
+use super::attempt::{DotNote, Outcome};
 use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
 
 use crate::domain::outgoing::Verdict;
@@ -49,6 +49,21 @@ impl Dispatcher {
         )
     }
 
+    /// The lane's next message, with the note of its final dot on its way to disk.
+    fn next_in_lane(self: &Arc<Self>, server_id: i64) -> Option<(Claimed, DotNote)> {
+        let message = {
+            let mut lanes = self.lock_lanes();
+            if self.stopping.load(Ordering::Relaxed) {
+                return None;
+            }
+            lanes.lanes.get_mut(&server_id)?.queue.pop_front()?
+        };
+        let app = Arc::clone(&self.app);
+        let (id, lease) = (message.id.clone(), message.lease.clone());
+        let note = tokio::spawn(async move { app.store.mark_dot(&id, &lease, app.now()).await });
+        Some((message, note))
+    }
+
     /// One worker of a lane: takes messages until the lane is empty, over one reused session.
     pub(super) async fn work(self: Arc<Self>, server_id: i64) {
         let server = self
@@ -64,23 +79,15 @@ impl Dispatcher {
             None => None,
         };
         let mut session = self.take_idle(server_id);
-        loop {
-            let message = {
-                let mut lanes = self.lock_lanes();
-                if self.stopping.load(Ordering::Relaxed) {
-                    None
-                } else {
-                    lanes
-                        .lanes
-                        .get_mut(&server_id)
-                        .and_then(|l| l.queue.pop_front())
-                }
-            };
-            let Some(message) = message else {
-                break;
-            };
+        // One message ahead: the next message's final-dot note is committed while this one is
+        // on the wire, so the dot never waits for the disk. A crash in between leaves that note
+        // on a message whose dot had not gone yet; it is then re-sent marked "outcome unknown",
+        // never lost.
+        let mut next = self.next_in_lane(server_id);
+        while let Some((message, note)) = next.take() {
+            next = self.next_in_lane(server_id);
             let outcome = match &server {
-                Some(server) => self.deliver(server, &message, &mut session).await,
+                Some(server) => self.deliver(server, &message, note, &mut session).await,
                 None => Outcome {
                     verdict: Verdict::Held {
                         reason: "its outgoing mail server was deleted; Retry after choosing another route"
@@ -94,7 +101,7 @@ impl Dispatcher {
                     sent_by: None,
                 },
             };
-            self.settle(&message, outcome).await;
+            self.settle(&message, outcome);
         }
         if let Some(session) = session {
             self.put_idle(server_id, session);

@@ -69,6 +69,8 @@ pub struct Dispatcher {
     accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accounts Gmail told "daily quota exceeded", until when.
     quota: Mutex<HashMap<String, Timestamp>>,
+    /// Per account, sends not yet committed to the daily count.
+    unsettled: Mutex<HashMap<String, i64>>,
     workers: AtomicUsize,
     stopping: AtomicBool,
     settled: Notify,
@@ -102,6 +104,7 @@ impl Dispatcher {
             idle: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
             quota: Mutex::new(HashMap::new()),
+            unsettled: Mutex::new(HashMap::new()),
             workers: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             settled: Notify::new(),
@@ -231,7 +234,7 @@ impl Dispatcher {
         }
         for message in orphans {
             let outcome = self.unknown_after_restart(&message);
-            self.settle(&message, outcome).await;
+            self.settle(&message, outcome);
         }
         Ok(count)
     }
@@ -353,7 +356,8 @@ impl Dispatcher {
             tracing::error!("cannot give messages back to the queue: {e}");
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.workers.load(Ordering::SeqCst) > 0 {
+        // Workers finish their messages, then their settlements reach the disk.
+        while self.workers.load(Ordering::SeqCst) > 0 || !self.lock_lanes().in_hand.is_empty() {
             if tokio::time::timeout_at(deadline, self.settled.notified())
                 .await
                 .is_err()

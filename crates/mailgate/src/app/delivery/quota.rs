@@ -29,7 +29,8 @@ impl Dispatcher {
             .copied()
             .filter(|until| *until > now);
         let (sent, frees) = match self.app.store.sends_in_window(account, now).await {
-            Ok(window) => window,
+            // Sends whose record is still on its way to disk count too.
+            Ok((sent, frees)) => (sent + self.unsettled_sends(account), frees),
             // Not knowing the count is no licence to send past the limit: wait and read again.
             Err(e) => {
                 return Some(Outcome {
@@ -68,6 +69,26 @@ impl Dispatcher {
             unknown: false,
             sent_by: None,
         })
+    }
+
+    /// Sends that went out and whose settlement is not committed yet: `delta` is +1 when one
+    /// goes out, -1 when its record is on disk (or failed to get there).
+    pub(super) fn count_unsettled_send(&self, account: &str, delta: i64) {
+        let mut unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
+        let n = unsettled.entry(account.to_string()).or_default();
+        *n += delta;
+        if *n <= 0 {
+            unsettled.remove(account);
+        }
+    }
+
+    fn unsettled_sends(&self, account: &str) -> i64 {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// When the oldest send of the last 24 hours leaves the window (or a day from now).
