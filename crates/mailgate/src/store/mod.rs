@@ -179,6 +179,11 @@ impl Store {
     fn writer(&self) -> &writer::Writer {
         &self.writer
     }
+
+    /// The queue's writes so far and the group commits that held them.
+    pub fn group_commits(&self) -> (u64, u64) {
+        self.writer.counts()
+    }
 }
 
 fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {

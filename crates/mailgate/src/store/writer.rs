@@ -16,6 +16,7 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
@@ -45,13 +46,30 @@ enum Request {
 #[derive(Clone)]
 pub struct Writer {
     requests: mpsc::Sender<Request>,
+    counts: Arc<Counts>,
+}
+
+/// Writes and the transactions that held them, since start: how much the batching saves.
+#[derive(Default)]
+pub struct Counts {
+    pub writes: AtomicU64,
+    pub commits: AtomicU64,
 }
 
 impl Writer {
     pub fn start(pool: AnyPool) -> Self {
         let (requests, incoming) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, incoming));
-        Self { requests }
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(pool, incoming, Arc::clone(&counts)));
+        Self { requests, counts }
+    }
+
+    /// (writes, commits) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.writes.load(Ordering::Relaxed),
+            self.counts.commits.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `write` in the next batch and returns its result once that batch is committed.
@@ -86,7 +104,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: AnyPool, mut incoming: mpsc::Receiver<Request>) {
+async fn run(pool: AnyPool, mut incoming: mpsc::Receiver<Request>, counts: Arc<Counts>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while closing.is_none() {
@@ -108,6 +126,10 @@ async fn run(pool: AnyPool, mut incoming: mpsc::Receiver<Request>) {
             }
         }
         if !writes.is_empty() {
+            counts
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
+            counts.commits.fetch_add(1, Ordering::Relaxed);
             commit(&pool, writes).await;
         }
     }

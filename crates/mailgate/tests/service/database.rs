@@ -256,3 +256,76 @@ async fn concurrent_final_dot_marks_each_get_their_own_answer() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Group commit: writes that arrive together share one transaction, and one that fails (here a
+/// second message with an id already taken) is rolled back alone: every other write of its
+/// batch is on disk, and each caller hears its own answer.
+async fn one_failing_write_leaves_the_rest_of_its_batch_committed(db: Db) {
+    use mailgate::store::{Inserted, NewMessage, Store};
+    let t = spawn(db).await;
+    let server = t.sending_as_alice().await;
+    let store = Arc::new(Store::connect(&t.database_url).await.unwrap());
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            // Every tenth write reuses the id of the one before it.
+            let id = format!("g{:03}", if i % 10 == 9 { i - 1 } else { i });
+            tokio::spawn(async move {
+                let message = NewMessage {
+                    message_id: format!("<{id}-{i}@example.com>"),
+                    id: id.clone(),
+                    server_id: server,
+                    mail_from: ALICE.into(),
+                    rcpt_to: vec![BOB.to_string()],
+                    from_header: ALICE.into(),
+                    subject: format!("write {i}"),
+                    body: b"x".to_vec(),
+                    origin: mailgate::domain::message::Edge::Api,
+                    api_key_id: None,
+                    idempotency_key: None,
+                    request_hash: None,
+                };
+                (id, store.insert_message(message, 1).await)
+            })
+        })
+        .collect();
+    let mut answers: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for write in writes {
+        let (id, answer) = write.await.unwrap();
+        let entry = answers.entry(id).or_default();
+        match answer {
+            Ok(Inserted::New) => entry.0 += 1,
+            Err(StoreError::Duplicate(_)) => entry.1 += 1,
+            Ok(Inserted::Existing { .. }) => panic!("no Idempotency-Key was given"),
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+    }
+    assert_eq!(answers.len(), 36);
+    for (id, (new, duplicate)) in &answers {
+        assert_eq!(*new, 1, "{id}: exactly one write of this id commits");
+        let expected = usize::from(id.ends_with('8'));
+        assert_eq!(*duplicate, expected, "{id}: the second write is refused");
+    }
+    let on_disk: i64 = sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE id LIKE 'g%'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    assert_eq!(on_disk, 36);
+    let (written, commits) = store.group_commits();
+    assert_eq!(written, 40);
+    assert!(commits < 40, "40 concurrent writes took {commits} commits");
+    store.close().await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn one_failing_write_leaves_the_rest_of_its_batch_committed_on_sqlite() {
+    one_failing_write_leaves_the_rest_of_its_batch_committed(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn one_failing_write_leaves_the_rest_of_its_batch_committed_on_postgres() {
+    one_failing_write_leaves_the_rest_of_its_batch_committed(Db::Postgres).await;
+}
