@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -51,7 +52,9 @@ pub struct Installation {
 }
 
 impl Installation {
-    pub async fn new(gsim: &Gsim, backend: &str) -> anyhow::Result<Self> {
+    /// A fresh installation of `backend` whose Gmail is reached at `smtp` (gsim's SMTP, or a
+    /// delayed wire in front of it).
+    pub async fn new(gsim: &Gsim, backend: &str, smtp: SocketAddr) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -87,7 +90,7 @@ impl Installation {
             ),
             ("MAILGATE_EXTRA_CA_FILE", e.ca_cert.display().to_string()),
             // Gmail servers always connect to the configured Gmail endpoint: here, gsim's.
-            ("MAILGATE_GMAIL_SMTP", e.smtp_starttls.to_string()),
+            ("MAILGATE_GMAIL_SMTP", smtp.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -100,7 +103,7 @@ impl Installation {
             postgres_admin,
         };
         let app = installation.open().await?;
-        installation.api_key = connect_gmail(gsim, &app).await?;
+        installation.api_key = connect_gmail(gsim, &app, smtp).await?;
         app.store.close().await;
         Ok(installation)
     }
@@ -213,7 +216,7 @@ async fn admin_sql(admin_url: &str, sql: &str) -> anyhow::Result<()> {
 
 /// Gmail Credentials, an outgoing Gmail server, its connection, an admin and an API key, as an
 /// admin would have set them up. Returns the API key.
-async fn connect_gmail(gsim: &Gsim, app: &App) -> anyhow::Result<String> {
+async fn connect_gmail(gsim: &Gsim, app: &App, smtp: SocketAddr) -> anyhow::Result<String> {
     app.store
         .save_google_settings(
             &app.sealer,
@@ -226,7 +229,6 @@ async fn connect_gmail(gsim: &Gsim, app: &App) -> anyhow::Result<String> {
             app.now(),
         )
         .await?;
-    let smtp = gsim.endpoints().smtp_starttls;
     app.create_server(&ServerDraft {
         name: "Gmail".into(),
         auth: "gmail".into(),

@@ -5,18 +5,21 @@
 //!
 //!   cargo build --release -p mailgate -p mailgate-bench
 //!   target/release/queue-bench [--messages N] [--clients C] [--runs R] [--history H]
-//!                              [--backends sqlite,postgres]
+//!                              [--latency-ms 0,1] [--backends sqlite,postgres]
 //!
 //! Per run and backend:
 //! - ingest: C API clients submit N messages while delivery runs; the last 202 and the last
 //!   delivery are timed; start-to-ready and the idle memory are read before the first request;
-//! - drain: N messages already queued, timed from the ready line to the last delivery; then the
-//!   direct client sends N over the same number of sessions to the same gsim;
-//! - history: the same drain with H sent messages (and their attempts) already in the database;
+//! - drain, for each one-way latency L of the wire to gsim (0: gsim itself): N messages already
+//!   queued, timed from the ready line to the last delivery; then the direct client sends N over
+//!   the same number of sessions through the same wire to the same gsim;
+//! - history: the drain with no latency and H sent messages (and their attempts) already in the
+//!   database;
 //! - memory: H messages queued; peak resident memory once the first N are delivered.
 
 mod direct;
 mod install;
+mod wire;
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,7 @@ struct Options {
     clients: usize,
     runs: usize,
     history: usize,
+    latencies_ms: Vec<u64>,
     backends: Vec<String>,
 }
 
@@ -40,6 +44,7 @@ fn options() -> anyhow::Result<Options> {
         clients: 16,
         runs: 3,
         history: 100_000,
+        latencies_ms: vec![0, 1],
         backends: vec!["sqlite".into(), "postgres".into()],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +55,9 @@ fn options() -> anyhow::Result<Options> {
             "--clients" => o.clients = value.parse()?,
             "--runs" => o.runs = value.parse()?,
             "--history" => o.history = value.parse()?,
+            "--latency-ms" => {
+                o.latencies_ms = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
             "--backends" => o.backends = value.split(',').map(str::to_string).collect(),
             other => bail!("unknown option {other}"),
         }
@@ -63,8 +71,8 @@ struct Run {
     delivered: f64,
     ready_ms: f64,
     idle_mib: f64,
-    drain: f64,
-    direct: f64,
+    /// Per latency: (drain, direct client).
+    drains: Vec<(f64, f64)>,
     drain_history: f64,
     queued_peak_mib: f64,
     logins: u64,
@@ -106,7 +114,7 @@ fn per_sec(n: usize, took: Duration) -> f64 {
 
 /// C API clients submit N messages while delivery runs.
 async fn ingest(gsim: &Gsim, backend: &str, o: &Options, run: &mut Run) -> anyhow::Result<()> {
-    let install = Installation::new(gsim, backend).await?;
+    let install = Installation::new(gsim, backend, gsim.endpoints().smtp_starttls).await?;
     let before = accepted_so_far(gsim);
     let logins_before = gsim.world().counters().smtp_logins.ok;
     let served = install.serve()?;
@@ -153,16 +161,18 @@ async fn ingest(gsim: &Gsim, backend: &str, o: &Options, run: &mut Run) -> anyho
     install.remove().await
 }
 
-/// N queued messages drained from the ready line, with `history` sent ones in the database.
-/// With an empty history, the direct client then sends N over the same number of sessions.
+/// N queued messages drained from the ready line, through a wire of `latency` one way, with
+/// `history` sent ones in the database. Returns messages per second, and with an empty history
+/// also the direct client's over the same wire and number of sessions.
 async fn drain(
     gsim: &Gsim,
     backend: &str,
     o: &Options,
+    latency: Duration,
     history: usize,
-    run: &mut Run,
-) -> anyhow::Result<()> {
-    let install = Installation::new(gsim, backend).await?;
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let smtp = wire::delayed(gsim.endpoints().smtp_starttls, latency).await?;
+    let install = Installation::new(gsim, backend, smtp).await?;
     install.load(o.messages, history).await?;
     let before = accepted_so_far(gsim);
     let served = install.serve()?;
@@ -170,10 +180,8 @@ async fn drain(
     delivered(gsim, before, o.messages).await?;
     let rate = per_sec(o.messages, started.elapsed());
     served.stop().await?;
-    if history > 0 {
-        run.drain_history = rate;
-    } else {
-        run.drain = rate;
+    let mut direct = None;
+    if history == 0 {
         let app = install.open().await?;
         let body: Vec<u8> = sqlx::Row::try_get(
             &sqlx::query("SELECT body FROM messages LIMIT 1")
@@ -181,15 +189,16 @@ async fn drain(
                 .await?,
             "body",
         )?;
-        run.direct = direct::send(gsim, &app, &body, o.messages, CONNECTIONS_PER_ACCOUNT).await?;
+        direct = Some(direct::send(gsim, &app, &body, o.messages, CONNECTIONS_PER_ACCOUNT).await?);
         app.store.close().await;
     }
-    install.remove().await
+    install.remove().await?;
+    Ok((rate, direct))
 }
 
 /// `history` messages queued; the peak resident memory once the first N are delivered.
 async fn memory(gsim: &Gsim, backend: &str, o: &Options, run: &mut Run) -> anyhow::Result<()> {
-    let install = Installation::new(gsim, backend).await?;
+    let install = Installation::new(gsim, backend, gsim.endpoints().smtp_starttls).await?;
     install.load(o.history, 0).await?;
     let before = accepted_so_far(gsim);
     let served = install.serve()?;
@@ -220,14 +229,23 @@ async fn main() -> anyhow::Result<()> {
         o.runs,
         install::mailgate_bin()
     );
+    if o.latencies_ms.first() != Some(&0) {
+        bail!("--latency-ms must start with 0: the history drain is compared with it");
+    }
     let mut results = Vec::new();
     for backend in &o.backends {
         let mut runs = Vec::new();
         for _ in 0..o.runs {
             let mut run = Run::default();
             ingest(&gsim, backend, &o, &mut run).await?;
-            drain(&gsim, backend, &o, 0, &mut run).await?;
-            drain(&gsim, backend, &o, o.history, &mut run).await?;
+            for latency in &o.latencies_ms {
+                let latency = Duration::from_millis(*latency);
+                let (drain, direct) = drain(&gsim, backend, &o, latency, 0).await?;
+                run.drains.push((drain, direct.unwrap_or(f64::NAN)));
+            }
+            run.drain_history = drain(&gsim, backend, &o, Duration::ZERO, o.history)
+                .await?
+                .0;
             memory(&gsim, backend, &o, &mut run).await?;
             gsim.world().clear_deliveries();
             runs.push(run);
@@ -235,11 +253,13 @@ async fn main() -> anyhow::Result<()> {
         results.push((backend.clone(), runs));
     }
     gsim.stop().await;
-    report(&results);
+    report(&results, &o.latencies_ms);
     Ok(())
 }
 
-fn report(results: &[(String, Vec<Run>)]) {
+/// Markdown tables of the medians, each run's value in parentheses. The history comparison
+/// uses the first latency's drain (0 ms), the one the history drain runs at.
+fn report(results: &[(String, Vec<Run>)], latencies: &[u64]) {
     let m = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let each = |runs: &[Run], f: fn(&Run) -> f64| {
         runs.iter()
@@ -265,23 +285,41 @@ fn report(results: &[(String, Vec<Run>)]) {
         );
     }
     println!(
-        "\n| backend | drain msg/s | direct client msg/s | drain / direct | drain, history full msg/s | history / empty | peak RSS, history queued MiB |"
+        "\n| backend | one-way latency to gsim | drain msg/s | direct client msg/s | drain / direct |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for (backend, runs) in results {
-        let (drain, direct, history) = (
-            m(runs, |r| r.drain),
-            m(runs, |r| r.direct),
-            m(runs, |r| r.drain_history),
-        );
+        for (i, latency) in latencies.iter().enumerate() {
+            let drains: Vec<f64> = runs.iter().map(|r| r.drains[i].0).collect();
+            let directs: Vec<f64> = runs.iter().map(|r| r.drains[i].1).collect();
+            let list = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            let (drain, direct) = (median(drains.clone()), median(directs.clone()));
+            println!(
+                "| {backend} | {latency} ms | {drain:.0} ({}) | {direct:.0} ({}) | {:.2} |",
+                list(&drains),
+                list(&directs),
+                drain / direct
+            );
+        }
+    }
+    println!(
+        "\n| backend | drain, empty history msg/s | drain, history full msg/s | history / empty | peak RSS with the history queued, MiB |"
+    );
+    println!("|---|---|---|---|---|");
+    for (backend, runs) in results {
+        let empty = median(runs.iter().map(|r| r.drains[0].0).collect());
+        let history = m(runs, |r| r.drain_history);
         println!(
-            "| {backend} | {drain:.0} ({}) | {direct:.0} ({}) | {:.2} | {history:.0} ({}) | {:.2} | {:.1} |",
-            each(runs, |r| r.drain),
-            each(runs, |r| r.direct),
-            drain / direct,
+            "| {backend} | {empty:.0} | {history:.0} ({}) | {:.2} | {:.1} ({}) |",
             each(runs, |r| r.drain_history),
-            history / drain,
+            history / empty,
             m(runs, |r| r.queued_peak_mib),
+            each(runs, |r| r.queued_peak_mib),
         );
     }
 }

@@ -274,23 +274,24 @@ impl Store {
         lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        // The state test is repeated outside the subquery: PostgreSQL re-checks it after waiting
+        // The subquery names the due index's states word for word, so SQLite uses that partial
+        // index. The state test is repeated outside the subquery: PostgreSQL re-checks it after waiting
         // on a row another instance just claimed, so no message is claimed twice. An expired
         // lease is taken over only from another owner: this instance renews what it holds, and
         // taking back its own would hand one message to two of its workers.
         let sql = match self.backend() {
             Backend::Sqlite => {
                 "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
-                 WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1) ORDER BY next_attempt_at, id LIMIT $4) \
+                 WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
+                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) ORDER BY next_attempt_at, id LIMIT $4) \
                  AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
                  RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
                  CASE WHEN size <= $6 THEN body END AS body"
             }
             Backend::Postgres => {
                 "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
-                 WHERE id IN (SELECT id FROM messages WHERE (state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
+                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                  AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
                  RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
                  CASE WHEN size <= $6 THEN body END AS body"
@@ -442,7 +443,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
-             next_attempt_at = $1, updated_at = $1 WHERE state = 'sending' AND lease_owner = $2",
+             next_attempt_at = $1, updated_at = $1 WHERE state IN ('queued', 'deferred', 'sending') AND state = 'sending' AND lease_owner = $2",
         )
         .bind(now)
         .bind(owner)
@@ -547,9 +548,12 @@ impl Store {
     }
 
     pub async fn count_by_state(&self) -> Result<Vec<(MessageState, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
-            .fetch_all(self.pool())
-            .await?;
+        // The expression matches the `messages_states` index, which the count then reads alone.
+        let rows = sqlx::query(
+            "SELECT state || '' AS state, COUNT(*) AS n FROM messages GROUP BY state || ''",
+        )
+        .fetch_all(self.pool())
+        .await?;
         let mut counts: Vec<(MessageState, i64)> =
             MessageState::ALL.iter().map(|s| (*s, 0)).collect();
         for r in rows {
@@ -602,7 +606,7 @@ impl Store {
     /// `before` are deleted; the record stays.
     pub async fn purge_bodies(&self, before: Timestamp) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE messages SET body = NULL WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < $1 AND body IS NOT NULL",
+            "UPDATE messages SET body = NULL WHERE body IS NOT NULL AND state IN ('sent', 'failed', 'cancelled') AND updated_at < $1",
         )
         .bind(before)
         .execute(self.pool())
@@ -611,18 +615,19 @@ impl Store {
     }
 
     /// Retention: whole records (and their attempts) of messages that reached an end before
-    /// `before`.
+    /// `before`. A message ends after it was created, so the creation index bounds the walk to
+    /// the old messages.
     pub async fn purge_records(&self, before: Timestamp) -> Result<u64, StoreError> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "DELETE FROM attempts WHERE message_id IN \
-             (SELECT id FROM messages WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < $1)",
+             (SELECT id FROM messages WHERE created_at < $1 AND state IN ('sent', 'failed', 'cancelled') AND updated_at < $1)",
         )
         .bind(before)
         .execute(&mut *tx)
         .await?;
         let deleted = sqlx::query(
-            "DELETE FROM messages WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < $1",
+            "DELETE FROM messages WHERE created_at < $1 AND state IN ('sent', 'failed', 'cancelled') AND updated_at < $1",
         )
         .bind(before)
         .execute(&mut *tx)

@@ -10,6 +10,10 @@ use tokio::sync::Semaphore;
 use super::attempt::{DotNote, Outcome};
 use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
 
+/// Messages a worker takes from its lane before their turn, so their final-dot notes reach the
+/// disk in time (see `work`).
+const NOTED_AHEAD: usize = 4;
+
 use crate::domain::outgoing::Verdict;
 use crate::domain::{AuthMethod, MailServer, Stage};
 use crate::store::Claimed;
@@ -79,13 +83,21 @@ impl Dispatcher {
             None => None,
         };
         let mut session = self.take_idle(server_id);
-        // One message ahead: the next message's final-dot note is committed while this one is
-        // on the wire, so the dot never waits for the disk. A crash in between leaves that note
-        // on a message whose dot had not gone yet; it is then re-sent marked "outcome unknown",
-        // never lost.
-        let mut next = self.next_in_lane(server_id);
-        while let Some((message, note)) = next.take() {
-            next = self.next_in_lane(server_id);
+        // A few messages ahead: their final-dot notes are committed while the messages before
+        // them are on the wire, so a dot rarely waits for the disk. A crash in between leaves a
+        // note on a message whose dot had not gone yet; it is then re-sent marked "outcome
+        // unknown", never lost. NOTED_AHEAD bounds how many such messages a crash can make.
+        let mut ahead: VecDeque<(Claimed, DotNote)> = VecDeque::with_capacity(NOTED_AHEAD);
+        loop {
+            while ahead.len() < NOTED_AHEAD {
+                match self.next_in_lane(server_id) {
+                    Some(next) => ahead.push_back(next),
+                    None => break,
+                }
+            }
+            let Some((message, note)) = ahead.pop_front() else {
+                break;
+            };
             let outcome = match &server {
                 Some(server) => self.deliver(server, &message, note, &mut session).await,
                 None => Outcome {

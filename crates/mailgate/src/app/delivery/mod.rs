@@ -239,8 +239,9 @@ impl Dispatcher {
         Ok(count)
     }
 
-    /// A message whose final dot went out in an earlier run that never recorded the answer (it
-    /// crashed or lost its lease in between): Gmail may have it. Waiting would not tell, so it is
+    /// A message whose final dot was noted in an earlier run that never recorded the answer (it
+    /// crashed or lost its lease in between): Gmail may have it. The note is written a few
+    /// messages ahead of the dot (see `lanes.rs`), so some of these never went. Waiting would not tell, so it is
     /// due again at once, with the attempt recorded as "outcome unknown", counted and shown
     /// rather than silently re-sent.
     fn unknown_after_restart(&self, message: &Claimed) -> Outcome {
@@ -250,12 +251,12 @@ impl Dispatcher {
             verdict: Verdict::Deferred {
                 until: self.app.now(),
                 reason: format!(
-                    "outcome unknown: the message went to the server at {at}, and mailgate stopped before it recorded the answer; it is sent again, so the recipient may get it twice"
+                    "outcome unknown: at {at} mailgate had handed the message to the server, or was about to, and it stopped before it recorded the answer; it is sent again, so the recipient may get it twice"
                 ),
             },
             stage: Stage::DataEnd,
             reply: None,
-            detail: "mailgate stopped between the final dot and recording the server's answer"
+            detail: "mailgate stopped after noting the final dot and before recording the server's answer"
                 .into(),
             counts: true,
             unknown: true,
