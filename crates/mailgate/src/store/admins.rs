@@ -41,7 +41,7 @@ impl Store {
         .bind(email)
         .bind(password_hash)
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(self.writes())
         .await
         .map_err(duplicate("an admin with this email"))?;
         Ok(row.try_get("id")?)
@@ -62,7 +62,7 @@ impl Store {
         token_hash: &str,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writes().begin().await?;
         sqlx::query("DELETE FROM setup_tokens WHERE used_at IS NULL")
             .execute(&mut *tx)
             .await?;
@@ -101,7 +101,7 @@ impl Store {
         password_hash: &str,
         now: Timestamp,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writes().begin().await?;
         let spent = sqlx::query(
             "UPDATE setup_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1",
         )
@@ -137,7 +137,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, admin_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -147,7 +147,7 @@ impl Store {
         .bind(csrf_token)
         .bind(now)
         .bind(expires_at)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -170,7 +170,7 @@ impl Store {
     pub async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?;
         Ok(())
     }

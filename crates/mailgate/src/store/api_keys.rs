@@ -58,7 +58,7 @@ impl Store {
         .bind(prefix)
         .bind(scope.code())
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(self.writes())
         .await?
         .try_get("id")?)
     }
@@ -76,7 +76,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(self.pool())
+                .execute(self.writes())
                 .await?
                 .rows_affected()
                 == 1,
@@ -105,7 +105,7 @@ impl Store {
             .bind(now)
             .bind(id)
             .bind(now - 60)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?;
         Ok(Some((id, scope)))
     }

@@ -150,7 +150,7 @@ impl Store {
         .bind(new.refresh_expires_at)
         .bind(new.scope)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -175,7 +175,7 @@ impl Store {
         .bind(refresh_expires_at)
         .bind(now)
         .bind(email)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -191,7 +191,7 @@ impl Store {
         )
         .bind(now)
         .bind(email)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -210,7 +210,7 @@ impl Store {
         .bind(reason)
         .bind(now)
         .bind(email)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -228,7 +228,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(email)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -237,7 +237,7 @@ impl Store {
         Ok(
             sqlx::query("DELETE FROM google_connections WHERE email = $1")
                 .bind(email)
-                .execute(self.pool())
+                .execute(self.writes())
                 .await?
                 .rows_affected()
                 == 1,

@@ -370,7 +370,7 @@ impl Store {
             )
             .bind(lease_until)
             .bind(lease)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?
             .rows_affected();
         }
@@ -429,7 +429,7 @@ impl Store {
             .bind(now)
             .bind(id)
             .bind(lease)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?;
         }
         Ok(())
@@ -447,7 +447,7 @@ impl Store {
         )
         .bind(now)
         .bind(owner)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?
         .rows_affected())
     }
@@ -465,7 +465,7 @@ impl Store {
             )
             .bind(now)
             .bind(server_id)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?
             .rows_affected();
         }
@@ -480,7 +480,7 @@ impl Store {
         )
         .bind(now)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?
         .rows_affected()
             == 1)
@@ -492,7 +492,7 @@ impl Store {
         )
         .bind(now)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?
         .rows_affected()
             == 1)
@@ -609,7 +609,7 @@ impl Store {
             "UPDATE messages SET body = NULL WHERE body IS NOT NULL AND state IN ('sent', 'failed', 'cancelled') AND updated_at < $1",
         )
         .bind(before)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?
         .rows_affected())
     }
@@ -618,7 +618,7 @@ impl Store {
     /// `before`. A message ends after it was created, so the creation index bounds the walk to
     /// the old messages.
     pub async fn purge_records(&self, before: Timestamp) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writes().begin().await?;
         sqlx::query(
             "DELETE FROM attempts WHERE message_id IN \
              (SELECT id FROM messages WHERE created_at < $1 AND state IN ('sent', 'failed', 'cancelled') AND updated_at < $1)",

@@ -116,6 +116,18 @@ impl Store {
         &self.pool
     }
 
+    /// Where writes outside the group commit go. SQLite has one writer at a time: they share the
+    /// group-commit writer's connection and queue for it in order, instead of meeting SQLite's
+    /// busy handler, which polls with sleeps and can starve a write for its whole timeout
+    /// while batches commit back to back. PostgreSQL locks rows, not the database: any
+    /// connection will do.
+    fn writes(&self) -> &AnyPool {
+        match self.backend {
+            Backend::Sqlite => self.writer.pool(),
+            Backend::Postgres => &self.pool,
+        }
+    }
+
     fn migrator(&self) -> &'static Migrator {
         match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -166,7 +178,7 @@ impl Store {
                 known: before.known,
             });
         }
-        self.migrator().run(&self.pool).await?;
+        self.migrator().run(self.writes()).await?;
         self.schema_status().await
     }
 

@@ -43,7 +43,7 @@ impl Store {
         // Old rounds trips are only evidence for "expired" for a while; a day is plenty.
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now - 86_400)
-            .execute(self.pool())
+            .execute(self.writes())
             .await?;
         sqlx::query(
             "INSERT INTO oauth_states (nonce_hash, server_id, admin_id, verifier_sealed, created_at, expires_at) \
@@ -55,7 +55,7 @@ impl Store {
         .bind(sealer.seal_secret(PURPOSE, &state.verifier))
         .bind(now)
         .bind(expires_at)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }
@@ -111,7 +111,7 @@ impl Store {
         )
         .bind(now)
         .bind(nonce_hash)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?
         .rows_affected();
         if spent != 1 {

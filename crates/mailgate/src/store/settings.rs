@@ -92,7 +92,7 @@ impl Store {
         .bind(value)
         .bind(sealed)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.writes())
         .await?;
         Ok(())
     }

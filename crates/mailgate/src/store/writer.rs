@@ -45,6 +45,7 @@ enum Request {
 
 #[derive(Clone)]
 pub struct Writer {
+    pool: AnyPool,
     requests: mpsc::Sender<Request>,
     counts: Arc<Counts>,
 }
@@ -60,8 +61,17 @@ impl Writer {
     pub fn start(pool: AnyPool) -> Self {
         let (requests, incoming) = mpsc::channel(QUEUE);
         let counts = Arc::new(Counts::default());
-        tokio::spawn(run(pool, incoming, Arc::clone(&counts)));
-        Self { requests, counts }
+        tokio::spawn(run(pool.clone(), incoming, Arc::clone(&counts)));
+        Self {
+            pool,
+            requests,
+            counts,
+        }
+    }
+
+    /// The writer's connection, for writes that queue for it between batches.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// (writes, commits) so far.
