@@ -243,10 +243,13 @@ async fn main() -> anyhow::Result<()> {
                 let (drain, direct) = drain(&gsim, backend, &o, latency, 0).await?;
                 run.drains.push((drain, direct.unwrap_or(f64::NAN)));
             }
-            run.drain_history = drain(&gsim, backend, &o, Duration::ZERO, o.history)
-                .await?
-                .0;
-            memory(&gsim, backend, &o, &mut run).await?;
+            // --history 0 measures ingest and drains alone (as when profiling them).
+            if o.history > 0 {
+                run.drain_history = drain(&gsim, backend, &o, Duration::ZERO, o.history)
+                    .await?
+                    .0;
+                memory(&gsim, backend, &o, &mut run).await?;
+            }
             gsim.world().clear_deliveries();
             runs.push(run);
         }

@@ -90,7 +90,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<(i64, KeyScope)>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, scope FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, scope, last_used_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(key_hash)
         .fetch_optional(self.pool())
@@ -100,13 +100,18 @@ impl Store {
         };
         let id: i64 = row.try_get("id")?;
         let scope = KeyScope::from(row.try_get::<String, _>("scope")?);
-        // At most once a minute: a busy client must not turn every submission into two writes.
-        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
-            .bind(now)
-            .bind(id)
-            .bind(now - 60)
-            .execute(self.writes())
-            .await?;
+        // At most once a minute, and decided here rather than in the UPDATE's WHERE: even an
+        // UPDATE that changes nothing takes SQLite's write lock, and every submission would
+        // queue for it between group commits.
+        let last_used: Option<Timestamp> = row.try_get("last_used_at")?;
+        if last_used.is_none_or(|at| at < now - 60) {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
+                .bind(now)
+                .bind(id)
+                .bind(now - 60)
+                .execute(self.writes())
+                .await?;
+        }
         Ok(Some((id, scope)))
     }
 }

@@ -4,6 +4,8 @@
 //! the message claimable again, and the old holder's token no longer settles it. Bodies, and
 //! later whole records, are deleted past retention.
 
+use std::sync::Arc;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -183,9 +185,11 @@ impl Store {
             m.idempotency_key.clone(),
             m.request_hash.clone(),
         );
+        let m = Arc::new(m);
         let result = self
             .writer()
             .write(move |conn| {
+                let m = Arc::clone(&m);
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
@@ -301,6 +305,7 @@ impl Store {
         let mut claimed = self
             .writer()
             .write(move |conn| {
+                let (owner, lease_token) = (owner.clone(), lease_token.clone());
                 Box::pin(async move {
                     let rows = sqlx::query(sql)
                         .bind(&owner)
@@ -389,6 +394,7 @@ impl Store {
         let (id, lease) = (id.to_string(), lease.to_string());
         self.writer()
             .write(move |conn| {
+                let (id, lease) = (id.clone(), lease.clone());
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE messages SET dot_at = $1 WHERE id = $2 AND lease_token = $3 AND state = 'sending'",
@@ -410,8 +416,12 @@ impl Store {
     /// its lease (it stalled past expiry and another took the message) must not overwrite a
     /// newer attempt.
     pub async fn finish_attempt(&self, s: Settlement) -> Result<bool, StoreError> {
+        let s = Arc::new(s);
         self.writer()
-            .write(move |conn| Box::pin(async move { settle(conn, &s).await }))
+            .write(move |conn| {
+                let s = Arc::clone(&s);
+                Box::pin(async move { settle(conn, &s).await })
+            })
             .await
     }
 

@@ -202,6 +202,10 @@ fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(10))
+        // A ping before every use guards against a server that dropped the connection. A SQLite
+        // file cannot, and there the ping is one more hand-off to the connection's thread for
+        // every query.
+        .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

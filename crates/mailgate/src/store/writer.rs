@@ -8,9 +8,12 @@
 //! form the next batch. A lone write is committed at once; under load batches grow by
 //! themselves.
 //!
-//! Each write runs under its own SAVEPOINT, so one that fails (a unique violation, a lost lease)
-//! is rolled back alone and the others in its batch still commit. On SQLite a single writer also
-//! keeps writers from meeting SQLite's busy handler, which sleeps whole milliseconds.
+//! A write that fails (a unique violation) must not take its batch down with it. Savepoints
+//! around each write would say so, at two more statements per write, and on SQLite every
+//! statement is a hand-off to the connection's thread and back. Failures are rare, so the batch
+//! runs bare; when one write fails the whole transaction is rolled back and each write runs
+//! again in a transaction of its own, so only the failing one fails. Writes are therefore `Fn`:
+//! a write may run twice, the first time undone.
 
 use std::any::Any;
 use std::future::Future;
@@ -31,7 +34,9 @@ const MAX_BATCH: usize = 512;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Output = Box<dyn Any + Send>;
 type Run = Box<
-    dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Output, StoreError>> + Send,
+    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<Output, StoreError>>
+        + Send
+        + Sync,
 >;
 
 enum Request {
@@ -83,16 +88,19 @@ impl Writer {
     }
 
     /// Runs `write` in the next batch and returns its result once that batch is committed.
+    /// `write` may run twice, the first run rolled back (see above).
     pub async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
             + Send
+            + Sync
             + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let run: Run = Box::new(move |conn| {
-            Box::pin(async move { write(conn).await.map(|t| Box::new(t) as Output) })
+            let done = write(conn);
+            Box::pin(async move { done.await.map(|t| Box::new(t) as Output) })
         });
         self.requests
             .send(Request::Write { run, answer })
@@ -150,53 +158,59 @@ async fn run(pool: AnyPool, mut incoming: mpsc::Receiver<Request>, counts: Arc<C
     }
 }
 
-/// One transaction for the batch; every caller hears the outcome of the commit.
-async fn commit(pool: &AnyPool, writes: Vec<(Run, oneshot::Sender<Result<Output, StoreError>>)>) {
+type Pending = (Run, oneshot::Sender<Result<Output, StoreError>>);
+
+/// One transaction for the batch; every caller hears the outcome of the commit. If a write
+/// fails, each runs again alone.
+async fn commit(pool: &AnyPool, writes: Vec<Pending>) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
-        Err(e) => {
-            let e = Arc::new(e);
-            for (_, answer) in writes {
-                let _ = answer.send(Err(StoreError::Batch(Arc::clone(&e))));
-            }
-            return;
-        }
+        Err(e) => return fail_all(writes, e),
     };
-    let mut results = Vec::with_capacity(writes.len());
-    for (run, answer) in writes {
-        let result = isolated(&mut tx, run).await;
-        results.push((result, answer));
+    let mut outputs = Vec::with_capacity(writes.len());
+    for (run, _) in &writes {
+        match run(&mut tx).await {
+            Ok(output) => outputs.push(output),
+            Err(_) => break,
+        }
+    }
+    if outputs.len() < writes.len() {
+        if let Err(e) = tx.rollback().await {
+            return fail_all(writes, e);
+        }
+        for (run, answer) in writes {
+            let _ = answer.send(alone(pool, &run).await);
+        }
+        return;
     }
     match tx.commit().await {
         Ok(()) => {
-            for (result, answer) in results {
-                let _ = answer.send(result);
+            for ((_, answer), output) in writes.into_iter().zip(outputs) {
+                let _ = answer.send(Ok(output));
             }
         }
+        Err(e) => fail_all(writes, e),
+    }
+}
+
+/// One write in a transaction of its own.
+async fn alone(pool: &AnyPool, run: &Run) -> Result<Output, StoreError> {
+    let mut tx = pool.begin().await?;
+    match run(&mut tx).await {
+        Ok(output) => {
+            tx.commit().await?;
+            Ok(output)
+        }
         Err(e) => {
-            let e = Arc::new(e);
-            for (_, answer) in results {
-                let _ = answer.send(Err(StoreError::Batch(Arc::clone(&e))));
-            }
+            let _ = tx.rollback().await;
+            Err(e)
         }
     }
 }
 
-/// One write under its own savepoint: on failure its changes go, the batch's stay.
-async fn isolated(conn: &mut AnyConnection, run: Run) -> Result<Output, StoreError> {
-    sqlx::query("SAVEPOINT write").execute(&mut *conn).await?;
-    let result = run(conn).await;
-    let end = if result.is_ok() {
-        "RELEASE SAVEPOINT write"
-    } else {
-        "ROLLBACK TO SAVEPOINT write"
-    };
-    sqlx::query(end).execute(&mut *conn).await?;
-    if result.is_err() {
-        // ROLLBACK TO keeps the savepoint open; release it so savepoints do not pile up.
-        sqlx::query("RELEASE SAVEPOINT write")
-            .execute(&mut *conn)
-            .await?;
+fn fail_all(writes: Vec<Pending>, e: sqlx::Error) {
+    let e = Arc::new(e);
+    for (_, answer) in writes {
+        let _ = answer.send(Err(StoreError::Batch(Arc::clone(&e))));
     }
-    result
 }
