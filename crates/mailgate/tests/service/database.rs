@@ -164,11 +164,29 @@ async fn the_database_knows_its_key_a_lost_key_file_is_not_replaced_and_files_ar
     t.finish().await;
 }
 
+/// A one-line message from Alice to Bob, as an API client would have queued it.
+fn queued(id: String, server_id: i64, subject: &str) -> mailgate::store::NewMessage {
+    mailgate::store::NewMessage {
+        message_id: format!("<{id}@example.com>"),
+        id,
+        server_id,
+        mail_from: ALICE.into(),
+        rcpt_to: vec![BOB.to_string()],
+        from_header: ALICE.into(),
+        subject: subject.into(),
+        body: b"x".to_vec(),
+        origin: mailgate::domain::message::Edge::Api,
+        api_key_id: None,
+        idempotency_key: None,
+        request_hash: None,
+    }
+}
+
 /// Many workers marking their final dots at once each get their own answer (true for their
 /// lease, false for a lost one), and every true mark is on disk.
 #[tokio::test]
 async fn concurrent_final_dot_marks_each_get_their_own_answer() {
-    use mailgate::store::{NewMessage, Store};
+    use mailgate::store::Store;
     let dir = std::env::temp_dir().join(format!(
         "mailgate-marks-{}",
         mailgate::crypto::random_token()
@@ -191,27 +209,10 @@ async fn concurrent_final_dot_marks_each_get_their_own_answer() {
         .unwrap()
         .try_get("id")
         .unwrap();
-    let rcpt = vec![BOB.to_string()];
     for i in 0..40 {
         let id = format!("m{i:03}");
         store
-            .insert_message(
-                NewMessage {
-                    message_id: format!("<{id}@example.com>"),
-                    id,
-                    server_id: server,
-                    mail_from: ALICE.into(),
-                    rcpt_to: rcpt.clone(),
-                    from_header: ALICE.into(),
-                    subject: "s".into(),
-                    body: b"x".to_vec(),
-                    origin: mailgate::domain::message::Edge::Api,
-                    api_key_id: None,
-                    idempotency_key: None,
-                    request_hash: None,
-                },
-                1,
-            )
+            .insert_message(queued(id.clone(), server, "s"), 1)
             .await
             .unwrap();
     }
@@ -261,7 +262,7 @@ async fn concurrent_final_dot_marks_each_get_their_own_answer() {
 /// second message with an id already taken) is rolled back alone: every other write of its
 /// batch is on disk, and each caller hears its own answer.
 async fn one_failing_write_leaves_the_rest_of_its_batch_committed(db: Db) {
-    use mailgate::store::{Inserted, NewMessage, Store};
+    use mailgate::store::{Inserted, Store};
     let t = spawn(db).await;
     let server = t.sending_as_alice().await;
     let store = Arc::new(Store::connect(&t.database_url).await.unwrap());
@@ -271,20 +272,7 @@ async fn one_failing_write_leaves_the_rest_of_its_batch_committed(db: Db) {
             // Every tenth write reuses the id of the one before it.
             let id = format!("g{:03}", if i % 10 == 9 { i - 1 } else { i });
             tokio::spawn(async move {
-                let message = NewMessage {
-                    message_id: format!("<{id}-{i}@example.com>"),
-                    id: id.clone(),
-                    server_id: server,
-                    mail_from: ALICE.into(),
-                    rcpt_to: vec![BOB.to_string()],
-                    from_header: ALICE.into(),
-                    subject: format!("write {i}"),
-                    body: b"x".to_vec(),
-                    origin: mailgate::domain::message::Edge::Api,
-                    api_key_id: None,
-                    idempotency_key: None,
-                    request_hash: None,
-                };
+                let message = queued(id.clone(), server, &format!("write {i}"));
                 (id, store.insert_message(message, 1).await)
             })
         })
