@@ -43,6 +43,8 @@ pub struct App {
     pub passes: tokio::sync::watch::Sender<u64>,
     tokens: tokens::RefreshLocks,
     sign_in_limits: sign_in_limits::SignInLimits,
+    /// The outgoing servers as routing last read them (see `App::routes`).
+    routes: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::domain::MailServer>>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,7 @@ impl App {
             passes: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),
             sign_in_limits: sign_in_limits::SignInLimits::default(),
+            routes: std::sync::Mutex::new(None),
         }))
     }
 

@@ -131,7 +131,7 @@ impl App {
             date: now,
             max_size: self.config.max_message_size,
         })?;
-        let servers = self.store.list_servers().await?;
+        let servers = self.routes().await?;
         let server = route(&servers, &composed.from.email).ok_or_else(|| {
             field(
                 "from",

@@ -1,5 +1,7 @@
 //! Outgoing Mail Servers: list, create, change, delete, each Gmail one with its token badge.
 
+use std::sync::Arc;
+
 use super::{App, AppError};
 use crate::domain::mail_server::gmail_security;
 use crate::domain::{AuthMethod, GoogleConnection, MailServer, ServerDraft, TokenBadge};
@@ -62,14 +64,38 @@ impl App {
         }
     }
 
+    /// The outgoing servers, for routing a submission. Read at most once a second: every
+    /// submission needs them, and they change only when an admin edits them. Edits made through
+    /// this process are seen at once; edits by another instance sharing the database, within a
+    /// second.
+    pub(super) async fn routes(&self) -> Result<Arc<Vec<MailServer>>, StoreError> {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+        if let Some((read_at, servers)) = &*self.routes.lock().unwrap_or_else(|p| p.into_inner())
+            && read_at.elapsed() < FRESH
+        {
+            return Ok(Arc::clone(servers));
+        }
+        let servers = Arc::new(self.store.list_servers().await?);
+        *self.routes.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), Arc::clone(&servers)));
+        Ok(servers)
+    }
+
+    fn forget_routes(&self) {
+        *self.routes.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub async fn create_server(&self, draft: &ServerDraft) -> Result<i64, AppError> {
         let valid = draft
             .validate(None, &self.config.gmail_smtp)
             .map_err(AppError::Invalid)?;
-        self.store
+        let id = self
+            .store
             .create_server(&self.sealer, &valid, self.now())
             .await
-            .map_err(name_taken)
+            .map_err(name_taken)?;
+        self.forget_routes();
+        Ok(id)
     }
 
     pub async fn update_server(&self, id: i64, draft: &ServerDraft) -> Result<(), AppError> {
@@ -85,6 +111,7 @@ impl App {
             .update_server(&self.sealer, id, &valid, self.now())
             .await
             .map_err(name_taken)?;
+        self.forget_routes();
         let released = self.store.release_held(&[id], self.now()).await?;
         if released > 0 {
             self.outbox_wake.notify_one();
@@ -94,6 +121,7 @@ impl App {
 
     pub async fn delete_server(&self, id: i64) -> Result<(), AppError> {
         if self.store.delete_server(id).await? {
+            self.forget_routes();
             Ok(())
         } else {
             Err(AppError::NotFound("Outgoing mail server"))

@@ -276,6 +276,57 @@ async fn gmails_daily_quota_defers_until_the_window_frees_without_hitting_gmail_
     t.finish().await;
 }
 
+/// A burst goes out faster than delivery re-reads the daily count (once a second): the sends
+/// since the last read, and those whose record is still on its way to disk, count too.
+#[tokio::test]
+async fn a_burst_past_the_daily_limit_sends_exactly_the_limit() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    let smtp = t.gsim.endpoints().smtp_starttls;
+    let page = t
+        .submit(
+            &format!("/servers/{server}"),
+            &[
+                ("name", "Gmail"),
+                ("auth", "gmail"),
+                ("username", ALICE),
+                ("host", "127.0.0.1"),
+                ("port", &smtp.port().to_string()),
+                ("security", "starttls"),
+                ("daily_limit", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let key = t.api_key().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(queued(&t, &key, &format!("burst {i}")).await);
+    }
+    let mut settled = t.app.settled.subscribe();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let states = loop {
+        let mut states = Vec::new();
+        for id in &ids {
+            states.push(t.app.message(id).await.unwrap().0.state.code());
+        }
+        if states.iter().all(|s| *s == "sent" || *s == "deferred") {
+            break states;
+        }
+        tokio::time::timeout_at(deadline, settled.changed())
+            .await
+            .expect("the burst settles")
+            .unwrap();
+    };
+    assert_eq!(
+        states.iter().filter(|s| **s == "sent").count(),
+        5,
+        "{states:?}"
+    );
+    assert_eq!(t.gsim.world().counters().messages_accepted, 5);
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn mailgates_own_daily_limit_holds_back_the_surplus() {
     let t = spawn(Db::Sqlite).await;

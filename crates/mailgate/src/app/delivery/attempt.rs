@@ -139,7 +139,7 @@ impl Dispatcher {
             _ => None,
         };
         if let Some(account) = &sent_by {
-            self.count_unsettled_send(account, 1);
+            self.send_went_out(account);
         }
         let settlement = Settlement {
             id: message.id.clone(),
@@ -166,7 +166,7 @@ impl Dispatcher {
                 Err(e) => tracing::error!(%id, "cannot record the attempt: {e}"),
             }
             if let Some(account) = &sent_by {
-                this.count_unsettled_send(account, -1);
+                this.send_recorded(account);
             }
             this.lock_lanes().in_hand.remove(&id);
             this.settled.notify_one();

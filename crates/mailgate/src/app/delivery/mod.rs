@@ -69,8 +69,8 @@ pub struct Dispatcher {
     accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accounts Gmail told "daily quota exceeded", until when.
     quota: Mutex<HashMap<String, Timestamp>>,
-    /// Per account, sends not yet committed to the daily count.
-    unsettled: Mutex<HashMap<String, i64>>,
+    /// Per account, the daily count as last read and the sends since.
+    sends: Mutex<HashMap<String, quota::SendCount>>,
     workers: AtomicUsize,
     stopping: AtomicBool,
     settled: Notify,
@@ -104,7 +104,7 @@ impl Dispatcher {
             idle: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
             quota: Mutex::new(HashMap::new()),
-            unsettled: Mutex::new(HashMap::new()),
+            sends: Mutex::new(HashMap::new()),
             workers: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             settled: Notify::new(),

@@ -1,6 +1,8 @@
 //! mailgate's own daily count and Gmail's last "quota exceeded": a message that would go over
 //! waits, and a count that cannot be read defers the message rather than skipping the limit.
 
+use std::time::{Duration, Instant};
+
 use super::Dispatcher;
 use super::attempt::Outcome;
 
@@ -28,9 +30,8 @@ impl Dispatcher {
             .get(account)
             .copied()
             .filter(|until| *until > now);
-        let (sent, frees) = match self.app.store.sends_in_window(account, now).await {
-            // Sends whose record is still on its way to disk count too.
-            Ok((sent, frees)) => (sent + self.unsettled_sends(account), frees),
+        let (sent, frees) = match self.sends_in_window(account, now).await {
+            Ok(window) => window,
             // Not knowing the count is no licence to send past the limit: wait and read again.
             Err(e) => {
                 return Some(Outcome {
@@ -71,24 +72,57 @@ impl Dispatcher {
         })
     }
 
-    /// Sends that went out and whose settlement is not committed yet: `delta` is +1 when one
-    /// goes out, -1 when its record is on disk (or failed to get there).
-    pub(super) fn count_unsettled_send(&self, account: &str, delta: i64) {
-        let mut unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
-        let n = unsettled.entry(account.to_string()).or_default();
-        *n += delta;
-        if *n <= 0 {
-            unsettled.remove(account);
-        }
+    /// A send went out; its settlement is on its way to disk.
+    pub(super) fn send_went_out(&self, account: &str) {
+        self.sends(account, |c| c.unsettled += 1);
     }
 
-    fn unsettled_sends(&self, account: &str) -> i64 {
-        self.unsettled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(account)
-            .copied()
-            .unwrap_or(0)
+    /// The settlement of a send was committed (or failed to be: counting it is the safe side).
+    pub(super) fn send_recorded(&self, account: &str) {
+        self.sends(account, |c| {
+            c.unsettled -= 1;
+            c.committed += 1;
+        });
+    }
+
+    fn sends<R>(&self, account: &str, f: impl FnOnce(&mut SendCount) -> R) -> R {
+        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        f(sends.entry(account.to_string()).or_default())
+    }
+
+    /// Messages `account` sent in the last 24 hours, and when the oldest hour leaves the window.
+    /// The database is read at most once a second per account (every message checks this);
+    /// sends since that read are counted here, those still on their way to disk included. A send
+    /// committed while the read ran may be counted twice, which holds a message back a little
+    /// early, never lets one past the limit. Other instances' sends are seen at the next read.
+    async fn sends_in_window(
+        &self,
+        account: &str,
+        now: Timestamp,
+    ) -> Result<(i64, Option<Timestamp>), crate::store::StoreError> {
+        const FRESH: Duration = Duration::from_secs(1);
+        let (fresh, base) = self.sends(account, |c| {
+            let fresh = c
+                .read
+                // The service's clock too: when it jumps (tests move it by hours), read again.
+                .filter(|r| r.at.elapsed() < FRESH && r.now == now)
+                .map(|r| (r.sent + c.committed - r.base + c.unsettled, r.frees));
+            (fresh, c.committed)
+        });
+        if let Some(window) = fresh {
+            return Ok(window);
+        }
+        let (sent, frees) = self.app.store.sends_in_window(account, now).await?;
+        Ok(self.sends(account, |c| {
+            c.read = Some(WindowRead {
+                at: Instant::now(),
+                now,
+                sent,
+                frees,
+                base,
+            });
+            (sent + c.committed - base + c.unsettled, frees)
+        }))
     }
 
     /// When the oldest send of the last 24 hours leaves the window (or a day from now).
@@ -98,4 +132,25 @@ impl Dispatcher {
             _ => now + 86_400,
         }
     }
+}
+
+/// One account's sends as this process knows them (see `Dispatcher::sends_in_window`).
+#[derive(Default)]
+pub(super) struct SendCount {
+    /// Sends that went out whose settlement is not committed yet.
+    unsettled: i64,
+    /// Sends whose settlement was committed, since this process started.
+    committed: i64,
+    read: Option<WindowRead>,
+}
+
+/// The last read of the database's 24-hour count.
+#[derive(Clone, Copy)]
+struct WindowRead {
+    at: Instant,
+    now: Timestamp,
+    sent: i64,
+    frees: Option<Timestamp>,
+    /// `committed` just before the read: commits after it are added to `sent`.
+    base: i64,
 }
