@@ -5,7 +5,7 @@
 //!
 //!   cargo build --release -p mailgate -p mailgate-bench
 //!   target/release/queue-bench [--messages N] [--clients C] [--runs R] [--history H]
-//!                              [--latency-ms 0,1] [--backends sqlite,postgres]
+//!                              [--latency-us 0,250,1000] [--backends sqlite,postgres]
 //!
 //! Per run and backend:
 //! - ingest: C API clients submit N messages while delivery runs; the last 202 and the last
@@ -34,7 +34,7 @@ struct Options {
     clients: usize,
     runs: usize,
     history: usize,
-    latencies_ms: Vec<u64>,
+    latencies_us: Vec<u64>,
     backends: Vec<String>,
 }
 
@@ -44,7 +44,7 @@ fn options() -> anyhow::Result<Options> {
         clients: 16,
         runs: 3,
         history: 100_000,
-        latencies_ms: vec![0, 1],
+        latencies_us: vec![0, 250, 1000],
         backends: vec!["sqlite".into(), "postgres".into()],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,8 +55,8 @@ fn options() -> anyhow::Result<Options> {
             "--clients" => o.clients = value.parse()?,
             "--runs" => o.runs = value.parse()?,
             "--history" => o.history = value.parse()?,
-            "--latency-ms" => {
-                o.latencies_ms = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            "--latency-us" => {
+                o.latencies_us = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
             "--backends" => o.backends = value.split(',').map(str::to_string).collect(),
             other => bail!("unknown option {other}"),
@@ -171,7 +171,7 @@ async fn drain(
     latency: Duration,
     history: usize,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    let smtp = wire::delayed(gsim.endpoints().smtp_starttls, latency).await?;
+    let smtp = wire::delayed(gsim.endpoints().smtp_starttls, latency)?;
     let install = Installation::new(gsim, backend, smtp).await?;
     install.load(o.messages, history).await?;
     let before = accepted_so_far(gsim);
@@ -229,8 +229,8 @@ async fn main() -> anyhow::Result<()> {
         o.runs,
         install::mailgate_bin()
     );
-    if o.latencies_ms.first() != Some(&0) {
-        bail!("--latency-ms must start with 0: the history drain is compared with it");
+    if o.latencies_us.first() != Some(&0) {
+        bail!("--latency-us must start with 0: the history drain is compared with it");
     }
     let mut results = Vec::new();
     for backend in &o.backends {
@@ -238,8 +238,8 @@ async fn main() -> anyhow::Result<()> {
         for _ in 0..o.runs {
             let mut run = Run::default();
             ingest(&gsim, backend, &o, &mut run).await?;
-            for latency in &o.latencies_ms {
-                let latency = Duration::from_millis(*latency);
+            for latency in &o.latencies_us {
+                let latency = Duration::from_micros(*latency);
                 let (drain, direct) = drain(&gsim, backend, &o, latency, 0).await?;
                 run.drains.push((drain, direct.unwrap_or(f64::NAN)));
             }
@@ -256,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
         results.push((backend.clone(), runs));
     }
     gsim.stop().await;
-    report(&results, &o.latencies_ms);
+    report(&results, &o.latencies_us);
     Ok(())
 }
 
@@ -303,7 +303,7 @@ fn report(results: &[(String, Vec<Run>)], latencies: &[u64]) {
             };
             let (drain, direct) = (median(drains.clone()), median(directs.clone()));
             println!(
-                "| {backend} | {latency} ms | {drain:.0} ({}) | {direct:.0} ({}) | {:.2} |",
+                "| {backend} | {latency} µs | {drain:.0} ({}) | {direct:.0} ({}) | {:.2} |",
                 list(&drains),
                 list(&directs),
                 drain / direct
