@@ -5,7 +5,7 @@
 //!
 //!   cargo build --release -p mailgate -p mailgate-bench
 //!   target/release/queue-bench [--messages N] [--clients C] [--runs R] [--history H]
-//!                              [--latency-us 0,250,1000] [--backends sqlite,postgres]
+//!                              [--latency-us 0,100,250,500,1000] [--backends sqlite,postgres]
 //!
 //! Per run and backend:
 //! - ingest: C API clients submit N messages while delivery runs; the last 202 and the last
@@ -44,7 +44,7 @@ fn options() -> anyhow::Result<Options> {
         clients: 16,
         runs: 3,
         history: 100_000,
-        latencies_us: vec![0, 250, 1000],
+        latencies_us: vec![0, 100, 250, 500, 1000],
         backends: vec!["sqlite".into(), "postgres".into()],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
