@@ -49,7 +49,11 @@ fn carry(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
     std::thread::spawn(move || {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(n) = from.read(&mut buffer) {
-            if n == 0 || chunks.send((Instant::now() + delay, buffer[..n].to_vec())).is_err() {
+            if n == 0
+                || chunks
+                    .send((Instant::now() + delay, buffer[..n].to_vec()))
+                    .is_err()
+            {
                 break;
             }
         }

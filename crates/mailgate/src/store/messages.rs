@@ -180,16 +180,12 @@ impl Store {
         if let Some(existing) = self.idempotent_message(&m).await? {
             return Ok(existing);
         }
-        let lookup = (
-            m.api_key_id,
-            m.idempotency_key.clone(),
-            m.request_hash.clone(),
-        );
         let m = Arc::new(m);
+        let write = Arc::clone(&m);
         let result = self
             .writer()
             .write(move |conn| {
-                let m = Arc::clone(&m);
+                let m = Arc::clone(&write);
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
@@ -220,35 +216,16 @@ impl Store {
             Ok(()) => Ok(Inserted::New),
             // Two requests with one key raced; the other won.
             Err(StoreError::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
-                let (api_key_id, idempotency_key, request_hash) = lookup;
-                self.idempotent_lookup(
-                    api_key_id,
-                    idempotency_key.as_deref(),
-                    request_hash.as_deref(),
-                )
-                .await?
-                .ok_or_else(|| StoreError::Duplicate("a message with this id".into()))
+                self.idempotent_message(&m)
+                    .await?
+                    .ok_or_else(|| StoreError::Duplicate("a message with this id".into()))
             }
             Err(e) => Err(e),
         }
     }
 
     async fn idempotent_message(&self, m: &NewMessage) -> Result<Option<Inserted>, StoreError> {
-        self.idempotent_lookup(
-            m.api_key_id,
-            m.idempotency_key.as_deref(),
-            m.request_hash.as_deref(),
-        )
-        .await
-    }
-
-    async fn idempotent_lookup(
-        &self,
-        api_key_id: Option<i64>,
-        idempotency_key: Option<&str>,
-        request_hash: Option<&str>,
-    ) -> Result<Option<Inserted>, StoreError> {
-        let (Some(key_id), Some(key)) = (api_key_id, idempotency_key) else {
+        let (Some(key_id), Some(key)) = (m.api_key_id, m.idempotency_key.as_deref()) else {
             return Ok(None);
         };
         let row = sqlx::query(
@@ -262,7 +239,8 @@ impl Store {
             .map(|r| -> Result<Inserted, sqlx::Error> {
                 Ok(Inserted::Existing {
                     id: r.try_get("id")?,
-                    same_request: opt_string(&r, "request_hash")?.as_deref() == request_hash,
+                    same_request: opt_string(&r, "request_hash")?.as_deref()
+                        == m.request_hash.as_deref(),
                 })
             })
             .transpose()?)
