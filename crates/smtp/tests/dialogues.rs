@@ -742,3 +742,91 @@ async fn the_final_reply_gets_ten_command_timeouts() {
     );
     assert!(started.elapsed() >= TIMEOUT * 10);
 }
+
+/// Two messages back to back: the first one's final dot and the second one's envelope go in one
+/// write (RFC 2920), and the replies are read in order.
+#[tokio::test]
+async fn the_next_envelope_rides_behind_the_final_dot() {
+    let mut script = envelope("250 2.1.0 OK\r\n250 2.1.5 OK\r\n354  Go ahead\r\n");
+    script.extend([
+        hears(
+            "first\r\n.\r\nMAIL FROM:<alice@gmail.com>\r\nRCPT TO:<carol@example.org>\r\nDATA\r\n",
+        ),
+        says("250 2.0.0 OK  1 x - gsmtp\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n354  Go ahead\r\n"),
+        hears("second\r\n.\r\n"),
+        says("250 2.0.0 OK  2 x - gsmtp\r\n"),
+    ]);
+    dialogue(script, plain, |stream| async move {
+        let (mut session, opened) = open_for_bob(stream).await;
+        opened.expect("DATA open");
+        session.write_body(b"first").await.expect("written");
+        let (verdict, next) = session
+            .end_data_and_open("alice@gmail.com", &to(&["carol@example.org"]))
+            .await;
+        assert_eq!(
+            verdict.expect("first accepted").text(),
+            "250 2.0.0 OK  1 x - gsmtp"
+        );
+        assert!(next.expect("second open").is_empty());
+        session.write_body(b"second").await.expect("written");
+        let verdict = session.end_data().await.expect("second accepted");
+        assert_eq!(verdict.text(), "250 2.0.0 OK  2 x - gsmtp");
+    })
+    .await;
+}
+
+/// The same, every reply split at every byte.
+#[tokio::test]
+async fn the_next_envelope_behind_the_dot_with_replies_split_at_every_byte() {
+    let mut script = envelope("250 2.1.0 OK\r\n250 2.1.5 OK\r\n354  Go ahead\r\n");
+    script.extend([
+        hears("first\r\n.\r\nMAIL FROM:<alice@gmail.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"),
+        says("552 5.2.3 too big\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n354  Go ahead\r\n"),
+    ]);
+    dialogue(script, one_byte, |stream| async move {
+        let mut session = greet(stream).await;
+        session
+            .open_data("alice@gmail.com", &to(&["bob@example.com"]))
+            .await
+            .expect("DATA open");
+        session.write_body(b"first").await.expect("written");
+        let (verdict, next) = session
+            .end_data_and_open("alice@gmail.com", &to(&["bob@example.com"]))
+            .await;
+        // The first message's refusal is its own: the next one is open all the same.
+        let error = verdict.expect_err("refused");
+        assert_eq!(
+            (error.stage(), error.reply().map(|r| r.code)),
+            (Stage::DataEnd, Some(552))
+        );
+        assert!(next.expect("second open").is_empty());
+        assert!(!session.abandoned());
+    })
+    .await;
+}
+
+/// Gmail answers the dot with 421 and hangs up: the first message has its verdict, the next one
+/// never opened (the caller gets a fresh session for it).
+#[tokio::test]
+async fn a_421_after_the_dot_leaves_the_next_message_unopened() {
+    let mut script = envelope("250 2.1.0 OK\r\n250 2.1.5 OK\r\n354  Go ahead\r\n");
+    script.extend([
+        hears("first\r\n.\r\nMAIL FROM:<alice@gmail.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"),
+        says("421 4.7.0 Try again later, closing connection. x - gsmtp\r\n"),
+        Step::HangsUp,
+    ]);
+    dialogue(script, plain, |stream| async move {
+        let (mut session, opened) = open_for_bob(stream).await;
+        opened.expect("DATA open");
+        session.write_body(b"first").await.expect("written");
+        let (verdict, next) = session
+            .end_data_and_open("alice@gmail.com", &to(&["bob@example.com"]))
+            .await;
+        assert_eq!(verdict.expect_err("421").reply().map(|r| r.code), Some(421));
+        assert!(
+            matches!(next, Err(Error::Closed(Stage::MailFrom))),
+            "{next:?}"
+        );
+    })
+    .await;
+}

@@ -200,6 +200,74 @@ async fn a_5xx_fails_with_googles_code_and_text() {
     t.finish().await;
 }
 
+/// Messages back to back on one session: each next envelope rides behind the final dot. Gmail
+/// refusing the first message's dot must not disturb the second, whose DATA is already open
+/// behind it (no RSET may come between), and every message goes exactly once.
+#[tokio::test]
+async fn a_refused_final_dot_leaves_the_message_behind_it_on_its_way() {
+    let t = spawn(Db::Sqlite).await;
+    let server = t.sending_as_alice().await;
+    t.gsim.world().arm_smtp_fault(fault(
+        gsim::SmtpStage::DataEnd,
+        Some("552 5.2.3 Your message exceeded Google's message size limits. {id} - gsmtp"),
+        false,
+        1,
+    ));
+    // Due together a minute from now, so one claim puts all four in one lane, one worker's.
+    let due = t.app.now() + 60;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = format!("{due:010x}pipelined{i:03}");
+        let body = format!(
+            "From: {ALICE}\r\nTo: {BOB}\r\nSubject: back to back {i}\r\nMessage-ID: <{id}@example.com>\r\n\r\nmessage {i}\r\n"
+        );
+        t.app
+            .store
+            .insert_message(
+                mailgate::store::NewMessage {
+                    id: id.clone(),
+                    server_id: server,
+                    mail_from: ALICE.into(),
+                    rcpt_to: vec![BOB.into()],
+                    message_id: format!("<{id}@example.com>"),
+                    from_header: ALICE.into(),
+                    subject: format!("back to back {i}"),
+                    body: body.into_bytes(),
+                    origin: mailgate::domain::message::Edge::Cli,
+                    api_key_id: None,
+                    idempotency_key: None,
+                    request_hash: None,
+                },
+                due,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    t.advance_and_wake(60);
+    let first = t.wait_state(&ids[0], "failed").await;
+    assert!(first.last_error.unwrap().starts_with("552 5.2.3"));
+    for id in &ids[1..] {
+        t.wait_state(id, "sent").await;
+    }
+    let delivered: Vec<String> = t
+        .gsim
+        .world()
+        .deliveries(0)
+        .into_iter()
+        .filter_map(|d| d.message_id)
+        .collect();
+    let expected: Vec<String> = ids[1..]
+        .iter()
+        .map(|id| format!("<{id}@example.com>"))
+        .collect();
+    assert_eq!(
+        delivered, expected,
+        "each of the others exactly once, in order"
+    );
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn permanently_refused_recipients_are_reported_and_the_rest_sent() {
     let t = spawn(Db::Sqlite).await;

@@ -42,15 +42,24 @@ enum Transmission {
     Accepted {
         reply: crate::domain::Reply,
         refused: Vec<(String, crate::domain::Reply)>,
+        next: Option<Opened>,
     },
     /// Refused or broken before the final dot: the server cannot have the message.
     BeforeDot(SmtpError),
     /// The server answered the final dot with a refusal.
-    Answered(SmtpError),
+    Answered(SmtpError, Option<Opened>),
     /// The final dot went out and no answer came: the server may have the message.
     Unknown(SmtpError),
     /// The final dot was not sent because the store could not note it (or the lease is gone).
     NotNoted(String),
+}
+
+/// The next message's envelope, sent behind this one's final dot (RFC 2920): on the session its
+/// DATA is open (`Ok`, with the recipients refused for good), or the server refused it. Nothing
+/// of that message can be delivered before its own final dot.
+pub(super) struct Opened {
+    id: String,
+    result: Result<Vec<(String, crate::domain::Reply)>, SmtpError>,
 }
 
 /// Why an attempt stopped, before the retry policy weighs it.
@@ -194,18 +203,29 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt for one message.
+    /// One attempt for one message. `opened` is this message's envelope if it went behind the
+    /// previous message's dot on `session`; `next`, the message to send behind this one's, which
+    /// leaves its envelope in `opened` for the next attempt.
     pub(super) async fn deliver(
         &self,
         server: &MailServer,
         message: &Claimed,
         note: DotNote,
         session: &mut Option<SmtpSession>,
+        opened: &mut Option<Opened>,
+        next: Option<&Claimed>,
     ) -> Outcome {
         let now = self.app.now();
         let account = Self::account_of(server);
         let gmail = server.auth == AuthMethod::Gmail;
+        let mut mine = opened.take();
+        if mine.as_ref().is_some_and(|o| o.id != message.id) {
+            // Opened for another message: never send this one into it.
+            Self::drop_session(session).await;
+            mine = None;
+        }
         if gmail && let Some(deferral) = self.quota_guard(server, &account, now).await {
+            Self::leave_unsent(session, &mine).await;
             return deferral;
         }
         let stored = match &message.body {
@@ -220,6 +240,7 @@ impl Dispatcher {
         let body = match stored {
             Ok(Some(body)) => body,
             Ok(None) => {
+                Self::leave_unsent(session, &mine).await;
                 return Outcome {
                     verdict: Verdict::Failed {
                         reason: "the message's content is no longer stored".into(),
@@ -233,6 +254,7 @@ impl Dispatcher {
                 };
             }
             Err(e) => {
+                Self::leave_unsent(session, &mine).await;
                 return self.outcome(
                     message,
                     Stop {
@@ -261,9 +283,19 @@ impl Dispatcher {
                     }
                 },
             };
-            let error = match self.transmit(&mut live, message, &body, &mut note).await {
-                Transmission::Accepted { reply, refused } => {
+            // What went behind the last dot belongs to the session it went on.
+            let envelope = mine.take().map(|o| o.result);
+            let sent = self
+                .transmit(&mut live, message, &body, &mut note, envelope, next)
+                .await;
+            let error = match sent {
+                Transmission::Accepted {
+                    reply,
+                    refused,
+                    next,
+                } => {
                     *session = Some(live);
+                    *opened = next;
                     let reply = reply.text();
                     let mut detail = reply.clone();
                     if !refused.is_empty() {
@@ -289,7 +321,25 @@ impl Dispatcher {
                     tracing::debug!("reused session was stale ({e}); reconnecting");
                     continue;
                 }
-                Transmission::BeforeDot(e) | Transmission::Answered(e) => e,
+                Transmission::Answered(e, Some(next))
+                    if next.result.is_ok() && !live.abandoned() =>
+                {
+                    // The next message's DATA is open behind this refusal: the session goes on
+                    // with it, no RSET.
+                    *session = Some(live);
+                    *opened = Some(next);
+                    return self.refused(message, e, &account, now).await;
+                }
+                Transmission::Answered(e, next) => {
+                    if live.abandoned() {
+                        live.abandon().await;
+                    } else if reusable_after(&e) && live.rset().await.is_ok() {
+                        *session = Some(live);
+                        *opened = next;
+                    }
+                    return self.refused(message, e, &account, now).await;
+                }
+                Transmission::BeforeDot(e) => e,
                 Transmission::Unknown(e) => {
                     live.abandon().await;
                     bump(&self.app.metrics.unknown_after_drop);
@@ -326,15 +376,7 @@ impl Dispatcher {
             } else if reusable_after(&error) && live.rset().await.is_ok() {
                 *session = Some(live);
             }
-            let frees = self.quota_frees(&account, now).await;
-            let stop = Stop::from_smtp(&error, frees);
-            if let Failure::Quota { until, .. } = &stop.failure {
-                self.quota
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(account.clone(), *until);
-            }
-            return self.outcome(message, stop, error.to_string());
+            return self.refused(message, error, &account, now).await;
         }
         self.outcome(
             message,
@@ -347,17 +389,58 @@ impl Dispatcher {
         )
     }
 
-    /// One SMTP transaction for `message`. The final dot goes out only once the store has noted
-    /// it under this worker's lease: a restart that finds the note knows Gmail may have the
-    /// message, and a worker that lost its lease never sends it.
+    /// The outcome of a refusal or a broken transaction before any answer to the final dot.
+    async fn refused(
+        &self,
+        message: &Claimed,
+        error: SmtpError,
+        account: &str,
+        now: Timestamp,
+    ) -> Outcome {
+        let frees = self.quota_frees(account, now).await;
+        let stop = Stop::from_smtp(&error, frees);
+        if let Failure::Quota { until, .. } = &stop.failure {
+            self.quota
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(account.to_string(), *until);
+        }
+        self.outcome(message, stop, error.to_string())
+    }
+
+    /// The message will not go on this session now: a DATA opened for it must not stay open,
+    /// and only hanging up closes it.
+    async fn leave_unsent(session: &mut Option<SmtpSession>, opened: &Option<Opened>) {
+        let open = opened.as_ref().is_some_and(|o| o.result.is_ok());
+        if open || session.as_ref().is_some_and(SmtpSession::abandoned) {
+            Self::drop_session(session).await;
+        }
+    }
+
+    async fn drop_session(session: &mut Option<SmtpSession>) {
+        if let Some(live) = session.take() {
+            live.abandon().await;
+        }
+    }
+
+    /// One SMTP transaction for `message`, its envelope already sent if `envelope` is given. The
+    /// final dot goes out only once the store has noted it under this worker's lease: a restart
+    /// that finds the note knows Gmail may have the message, and a worker that lost its lease
+    /// never sends it. `next` rides behind the dot.
     async fn transmit(
         &self,
         live: &mut SmtpSession,
         message: &Claimed,
         body: &[u8],
         note: &mut Option<DotNote>,
+        envelope: Option<Result<Vec<(String, crate::domain::Reply)>, SmtpError>>,
+        next: Option<&Claimed>,
     ) -> Transmission {
-        let refused = match live.open_data(&message.mail_from, &message.rcpt_to).await {
+        let opened = match envelope {
+            Some(opened) => opened,
+            None => live.open_data(&message.mail_from, &message.rcpt_to).await,
+        };
+        let refused = match opened {
             Ok(refused) => refused,
             Err(e) => return Transmission::BeforeDot(e),
         };
@@ -383,9 +466,25 @@ impl Dispatcher {
                 ));
             }
         }
-        match live.end_data().await {
-            Ok(reply) => Transmission::Accepted { reply, refused },
-            Err(e @ SmtpError::Refused { .. }) => Transmission::Answered(e),
+        let (verdict, next) = match next {
+            Some(next) => {
+                let (verdict, result) =
+                    live.end_data_and_open(&next.mail_from, &next.rcpt_to).await;
+                let opened = Opened {
+                    id: next.id.clone(),
+                    result,
+                };
+                (verdict, Some(opened))
+            }
+            None => (live.end_data().await, None),
+        };
+        match verdict {
+            Ok(reply) => Transmission::Accepted {
+                reply,
+                refused,
+                next,
+            },
+            Err(e @ SmtpError::Refused { .. }) => Transmission::Answered(e, next),
             Err(e) => Transmission::Unknown(e),
         }
     }

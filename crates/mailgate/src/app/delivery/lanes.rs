@@ -88,6 +88,9 @@ impl Dispatcher {
         // note on a message whose dot had not gone yet; it is then re-sent marked "outcome
         // unknown", never lost. NOTED_AHEAD bounds how many such messages a crash can make.
         let mut ahead: VecDeque<(Claimed, DotNote)> = VecDeque::with_capacity(NOTED_AHEAD);
+        // The next message's envelope rides behind each final dot, so back-to-back messages
+        // cost one round trip each; `opened` holds what the server said to it.
+        let mut opened = None;
         loop {
             while ahead.len() < NOTED_AHEAD {
                 match self.next_in_lane(server_id) {
@@ -99,7 +102,11 @@ impl Dispatcher {
                 break;
             };
             let outcome = match &server {
-                Some(server) => self.deliver(server, &message, note, &mut session).await,
+                Some(server) => {
+                    let next = ahead.front().map(|(next, _)| next);
+                    self.deliver(server, &message, note, &mut session, &mut opened, next)
+                        .await
+                }
                 None => Outcome {
                     verdict: Verdict::Held {
                         reason: "its outgoing mail server was deleted; Retry after choosing another route"
@@ -114,6 +121,10 @@ impl Dispatcher {
                 },
             };
             self.settle(&message, outcome);
+        }
+        if opened.is_some() {
+            // An envelope for a message that is not coming: not a session to pool.
+            session = None;
         }
         if let Some(session) = session {
             self.put_idle(server_id, session);
