@@ -46,7 +46,8 @@ pub enum StoreError {
     /// The commit that held this write failed (or could not begin); nothing of it is on disk.
     #[error("database: {0}")]
     Batch(std::sync::Arc<sqlx::Error>),
-    #[error("the database is closed (mailgate is stopping)")]
+    /// The writer stopped (mailgate is stopping) or the batch holding the write broke off.
+    #[error("the database writer stopped before committing this write")]
     Closed,
 }
 

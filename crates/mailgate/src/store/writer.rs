@@ -148,7 +148,15 @@ async fn run(pool: AnyPool, mut incoming: mpsc::Receiver<Request>, counts: Arc<C
                 .writes
                 .fetch_add(writes.len() as u64, Ordering::Relaxed);
             counts.commits.fetch_add(1, Ordering::Relaxed);
-            commit(&pool, writes).await;
+            // In a task of its own: a write that panicked fails its batch (its callers hear that
+            // nothing was committed), not the writer and every write after it.
+            let pool = pool.clone();
+            if tokio::spawn(async move { commit(&pool, writes).await })
+                .await
+                .is_err()
+            {
+                tracing::error!("a database write panicked; its batch was not committed");
+            }
         }
     }
     incoming.close();
