@@ -23,13 +23,13 @@ fn message(i: usize) -> serde_json::Value {
     json!({"from": ALICE, "to": [BOB], "subject": format!("burst {i}"), "text": format!("message {i} of the burst")})
 }
 
-/// Sends messages `todo` with SENDERS concurrent clients; kills `child` once `kill_after`
-/// submissions were accepted. Returns burst index -> accepted id.
+/// Sends messages `todo` with SENDERS concurrent clients; sends `signal` to `child` once
+/// `after` submissions were accepted. Returns burst index -> accepted id.
 async fn burst(
     t: &TestApp,
     key: &str,
     todo: Vec<usize>,
-    kill: Option<(usize, u32)>,
+    kill: Option<(usize, u32, &'static str)>,
 ) -> BTreeMap<usize, String> {
     let todo = Arc::new(Mutex::new(todo));
     let accepted = Arc::new(Mutex::new(BTreeMap::new()));
@@ -60,11 +60,11 @@ async fn burst(
                     .await
                     .insert(i, body["id"].as_str().unwrap().to_string());
                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                if let Some((kill_after, pid)) = kill
-                    && n == kill_after
+                if let Some((after, pid, signal)) = kill
+                    && n == after
                 {
                     Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
+                        .args([signal, &pid.to_string()])
                         .status()
                         .unwrap();
                 }
@@ -75,9 +75,9 @@ async fn burst(
     Arc::try_unwrap(accepted).unwrap().into_inner()
 }
 
-#[tokio::test]
-async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
-    let mut t = spawn(Db::Sqlite).await;
+/// Alice's Gmail server with room for a burst (mailgate's daily limit and gsim's), and an API
+/// key.
+async fn ready_for_a_burst(t: &TestApp) -> String {
     let server = t.sending_as_alice().await;
     let smtp = t.gsim.endpoints().smtp_starttls.port().to_string();
     t.submit(
@@ -103,7 +103,13 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
             },
         )
         .unwrap();
-    let key = t.api_key().await;
+    t.api_key().await
+}
+
+#[tokio::test]
+async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
+    let mut t = spawn(Db::Sqlite).await;
+    let key = ready_for_a_burst(&t).await;
     t.stop_service().await;
     let env = t.process_env();
 
@@ -113,7 +119,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
         &t,
         &key,
         (0..BURST).rev().collect(),
-        Some((KILL_AFTER, first.id())),
+        Some((KILL_AFTER, first.id(), "-KILL")),
     )
     .await;
     let status = wait(first).await;
@@ -217,5 +223,72 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
     );
 
     assert!(stop(second).await.success(), "a graceful stop");
+    t.finish().await;
+}
+
+/// The graceful stop while delivery is in full flow, settlements being committed off the
+/// sessions' path: SIGTERM in the middle of a burst. mailgate exits cleanly; every message Gmail
+/// has is recorded as sent (no settlement lost between Gmail's 250 and the exit), none is left
+/// "sending", and every acknowledged message is in the queue.
+#[tokio::test]
+async fn sigterm_in_the_middle_of_a_burst_records_every_message_that_went() {
+    let mut t = spawn(Db::Sqlite).await;
+    let key = ready_for_a_burst(&t).await;
+    t.stop_service().await;
+    let env = t.process_env();
+    let process = serve(&env, Stdio::null()).await;
+    let pid = process.id();
+    let accepted = burst(
+        &t,
+        &key,
+        (0..BURST).rev().collect(),
+        Some((KILL_AFTER, pid, "-TERM")),
+    )
+    .await;
+    assert!(wait(process).await.success(), "a graceful stop");
+    assert!(accepted.len() >= KILL_AFTER, "{} accepted", accepted.len());
+
+    let pool = sqlx::AnyPool::connect(&t.database_url).await.unwrap();
+    let states: BTreeMap<String, String> = sqlx::query("SELECT id, state FROM messages")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.try_get("id").unwrap(), r.try_get("state").unwrap()))
+        .collect();
+    pool.close().await;
+    let sending: Vec<&String> = states
+        .iter()
+        .filter(|(_, s)| *s == "sending")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        sending.is_empty(),
+        "left sending after a graceful stop: {sending:?}"
+    );
+    for id in accepted.values() {
+        assert!(
+            states.contains_key(id),
+            "acknowledged {id} is not in the queue"
+        );
+    }
+    let delivered = t.gsim.world().deliveries(0);
+    assert!(!delivered.is_empty(), "delivery was under way at the stop");
+    for d in &delivered {
+        let message_id = d.message_id.clone().unwrap_or_default();
+        let id = message_id
+            .trim_start_matches('<')
+            .trim_end_matches("@gmail.com>");
+        assert_eq!(
+            states.get(id).map(String::as_str),
+            Some("sent"),
+            "{message_id} reached Gmail but is not recorded as sent"
+        );
+    }
+    println!(
+        "graceful stop: {} accepted, {} delivered before the exit, all recorded",
+        accepted.len(),
+        delivered.len()
+    );
     t.finish().await;
 }
