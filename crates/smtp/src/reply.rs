@@ -44,6 +44,19 @@ impl Reply {
     }
 
     /// The reply as the server sent it, lines joined with newlines.
+    /// The reply as a server writes it: `code-text` on every line but the last, `code text` on
+    /// the last, CRLF after each.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let last = self.lines.len().saturating_sub(1);
+        if self.lines.is_empty() {
+            out.extend_from_slice(format!("{}\r\n", self.code).as_bytes());
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            let separator = if i == last { ' ' } else { '-' };
+            out.extend_from_slice(format!("{}{separator}{line}\r\n", self.code).as_bytes());
+        }
+    }
+
     pub fn text(&self) -> String {
         self.lines
             .iter()

@@ -1,36 +1,17 @@
 //! Scripted dialogues: a fake server over an in-memory duplex stream plays each Gmail transcript of
 //! spec/google.md §2–3 and checks every byte the client sends; no sockets, no TLS, no clock.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+mod script;
+
 use std::time::Duration;
 
 use mailgate_smtp::{ClientSession, Credentials, Error, Reply, Stage};
+use script::{Step, dialogue, hears, one_byte, plain, play, says};
 use secrecy::SecretString;
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, DuplexStream, ReadBuf,
-};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 
 /// Long enough for any scripted turn; short enough that a client that falls out of step fails fast.
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One turn of a dialogue.
-enum Step {
-    /// The server writes these bytes.
-    Says(Vec<u8>),
-    /// The client must write exactly these bytes next.
-    Hears(Vec<u8>),
-    /// The server closes its side, as Gmail does after a 421.
-    HangsUp,
-}
-
-fn says(text: &str) -> Step {
-    Step::Says(text.as_bytes().to_vec())
-}
-
-fn hears(text: &str) -> Step {
-    Step::Hears(text.as_bytes().to_vec())
-}
 
 const GREETING: &str = "220 smtp.gmail.com ESMTP 7sm10895420igt.6 - gsmtp\r\n";
 const EHLO_PLAIN: &str = "250-smtp.gmail.com at your service, [67.193.150.17]\r\n\
@@ -49,95 +30,6 @@ const BAD_CREDENTIALS: &str = "535-5.7.8 Username and Password not accepted. Lea
     535 5.7.8 https://support.google.com/mail/?p=BadCredentials 7sm10895420igt.6 - gsmtp\r\n";
 
 /// Plays `script` as the server.
-async fn play(server: &mut DuplexStream, script: Vec<Step>) {
-    for (turn, step) in script.into_iter().enumerate() {
-        match step {
-            Step::Says(bytes) => server.write_all(&bytes).await.expect("client is reading"),
-            Step::HangsUp => server.shutdown().await.expect("closed"),
-            Step::Hears(expected) => {
-                let mut got = vec![0; expected.len()];
-                if let Err(e) = server.read_exact(&mut got).await {
-                    panic!(
-                        "turn {turn}: waited for {:?}, the client hung up: {e}",
-                        String::from_utf8_lossy(&expected)
-                    );
-                }
-                assert_eq!(
-                    String::from_utf8_lossy(&got),
-                    String::from_utf8_lossy(&expected),
-                    "turn {turn}"
-                );
-            }
-        }
-    }
-}
-
-/// Plays `script`, then checks the client sent nothing more before hanging up.
-async fn serve(mut server: DuplexStream, script: Vec<Step>) {
-    play(&mut server, script).await;
-    let mut rest = Vec::new();
-    let _ = server.read_to_end(&mut rest).await;
-    assert_eq!(
-        String::from_utf8_lossy(&rest),
-        "",
-        "the client said more than the script"
-    );
-}
-
-/// Runs `client` against the scripted server; the client's stream closes when `client` ends.
-async fn dialogue<S, F, Fut, T>(script: Vec<Step>, wrap: fn(DuplexStream) -> S, client: F) -> T
-where
-    F: FnOnce(S) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let (near, far) = tokio::io::duplex(64 * 1024);
-    let (result, ()) = tokio::join!(client(wrap(near)), serve(far, script));
-    result
-}
-
-fn plain(stream: DuplexStream) -> DuplexStream {
-    stream
-}
-
-/// A stream that hands the client one byte per read, so every reply arrives split at every point.
-struct OneByteAtATime(DuplexStream);
-
-fn one_byte(stream: DuplexStream) -> OneByteAtATime {
-    OneByteAtATime(stream)
-}
-
-impl AsyncRead for OneByteAtATime {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let mut byte = [0u8; 1];
-        let mut one = ReadBuf::new(&mut byte);
-        let polled = Pin::new(&mut self.0).poll_read(cx, &mut one);
-        if let Poll::Ready(Ok(())) = polled {
-            buf.put_slice(one.filled());
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for OneByteAtATime {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// Greeting and EHLO on 465 (implicit TLS: the caller's TLS stream is what the session gets).
 fn opening() -> Vec<Step> {
     vec![
