@@ -261,23 +261,23 @@ impl Store {
         // on a row another instance just claimed, so no message is claimed twice. An expired
         // lease is taken over only from another owner: this instance renews what it holds, and
         // taking back its own would hand one message to two of its workers.
+        macro_rules! claim {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
+                     WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
+                     OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) ORDER BY next_attempt_at, id LIMIT $4",
+                    $lock,
+                    ") AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
+                     RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
+                     CASE WHEN size <= $6 THEN body END AS body"
+                )
+            };
+        }
+        // One statement for both engines; PostgreSQL also skips rows another instance holds.
         let sql = match self.backend() {
-            Backend::Sqlite => {
-                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
-                 WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) ORDER BY next_attempt_at, id LIMIT $4) \
-                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
-                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
-                 CASE WHEN size <= $6 THEN body END AS body"
-            }
-            Backend::Postgres => {
-                "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
-                 WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                 OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
-                 RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
-                 CASE WHEN size <= $6 THEN body END AS body"
-            }
+            Backend::Sqlite => claim!(""),
+            Backend::Postgres => claim!(" FOR UPDATE SKIP LOCKED"),
         };
         let (owner, lease_token) = (owner.to_string(), lease.to_string());
         let mut claimed = self

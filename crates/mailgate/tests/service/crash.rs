@@ -79,20 +79,7 @@ async fn burst(
 /// key.
 async fn ready_for_a_burst(t: &TestApp) -> String {
     let server = t.sending_as_alice().await;
-    let smtp = t.gsim.endpoints().smtp_starttls.port().to_string();
-    t.submit(
-        &format!("/servers/{server}"),
-        &[
-            ("name", "Gmail"),
-            ("auth", "gmail"),
-            ("username", ALICE),
-            ("host", "127.0.0.1"),
-            ("port", &smtp),
-            ("security", "starttls"),
-            ("daily_limit", "100000"),
-        ],
-    )
-    .await;
+    t.set_daily_limit(server, 100_000).await;
     t.gsim
         .world()
         .patch_account(

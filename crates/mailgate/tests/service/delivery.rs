@@ -350,22 +350,7 @@ async fn gmails_daily_quota_defers_until_the_window_frees_without_hitting_gmail_
 async fn a_burst_past_the_daily_limit_sends_exactly_the_limit() {
     let t = spawn(Db::Sqlite).await;
     let server = t.sending_as_alice().await;
-    let smtp = t.gsim.endpoints().smtp_starttls;
-    let page = t
-        .submit(
-            &format!("/servers/{server}"),
-            &[
-                ("name", "Gmail"),
-                ("auth", "gmail"),
-                ("username", ALICE),
-                ("host", "127.0.0.1"),
-                ("port", &smtp.port().to_string()),
-                ("security", "starttls"),
-                ("daily_limit", "5"),
-            ],
-        )
-        .await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    t.set_daily_limit(server, 5).await;
     let key = t.api_key().await;
     let mut ids = Vec::new();
     for i in 0..12 {
@@ -399,22 +384,7 @@ async fn a_burst_past_the_daily_limit_sends_exactly_the_limit() {
 async fn mailgates_own_daily_limit_holds_back_the_surplus() {
     let t = spawn(Db::Sqlite).await;
     let server = t.sending_as_alice().await;
-    let smtp = t.gsim.endpoints().smtp_starttls;
-    let page = t
-        .submit(
-            &format!("/servers/{server}"),
-            &[
-                ("name", "Gmail"),
-                ("auth", "gmail"),
-                ("username", ALICE),
-                ("host", "127.0.0.1"),
-                ("port", &smtp.port().to_string()),
-                ("security", "starttls"),
-                ("daily_limit", "2"),
-            ],
-        )
-        .await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    t.set_daily_limit(server, 2).await;
     let key = t.api_key().await;
     let a = queued(&t, &key, "one").await;
     t.wait_state(&a, "sent").await;
@@ -549,20 +519,7 @@ async fn a_thousand_messages_to_one_account_use_at_most_three_logins_and_one_tok
             },
         )
         .unwrap();
-    let smtp = t.gsim.endpoints().smtp_starttls;
-    t.submit(
-        &format!("/servers/{server}"),
-        &[
-            ("name", "Gmail"),
-            ("auth", "gmail"),
-            ("username", ALICE),
-            ("host", "127.0.0.1"),
-            ("port", &smtp.port().to_string()),
-            ("security", "starttls"),
-            ("daily_limit", "5000"),
-        ],
-    )
-    .await;
+    t.set_daily_limit(server, 5000).await;
     let before = t.gsim.world().counters();
     let token_requests_before: u64 = before
         .token_requests

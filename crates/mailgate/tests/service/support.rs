@@ -480,6 +480,27 @@ impl TestApp {
         id
     }
 
+    /// Alice's Gmail server, through gsim's SMTP, with mailgate's own daily limit set to `limit`.
+    pub async fn set_daily_limit(&self, server: i64, limit: u32) {
+        let port = self.gsim.endpoints().smtp_starttls.port().to_string();
+        let limit = limit.to_string();
+        let page = self
+            .submit(
+                &format!("/servers/{server}"),
+                &[
+                    ("name", "Gmail"),
+                    ("auth", "gmail"),
+                    ("username", ALICE),
+                    ("host", "127.0.0.1"),
+                    ("port", &port),
+                    ("security", "starttls"),
+                    ("daily_limit", &limit),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    }
+
     pub async fn api_key(&self) -> String {
         self.app
             .create_api_key("tests", mailgate::app::api_keys::KeyScope::Submit)

@@ -82,6 +82,16 @@ fn jitter() -> f64 {
     rand::rng().random_range(-1.0..=1.0)
 }
 
+/// Whether `every` seconds have passed since `last`; if so, `last` becomes `now`.
+fn due(last: &Mutex<Timestamp>, every: i64, now: Timestamp) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    if now - *last < every {
+        return false;
+    }
+    *last = now;
+    true
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -268,12 +278,8 @@ impl Dispatcher {
     /// claim, so a lease in hand cannot lapse between two looks at the queue.
     async fn renew_now_and_then(&self) -> Result<(), crate::store::StoreError> {
         let now = self.app.now();
-        {
-            let mut last = self.last_renewal.lock().unwrap_or_else(|p| p.into_inner());
-            if now - *last < RENEW_EVERY {
-                return Ok(());
-            }
-            *last = now;
+        if !due(&self.last_renewal, RENEW_EVERY, now) {
+            return Ok(());
         }
         let leases: Vec<String> = {
             let lanes = self.lock_lanes();
@@ -303,12 +309,8 @@ impl Dispatcher {
 
     async fn purge_now_and_then(&self) {
         let now = self.app.now();
-        {
-            let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
-            if now - *last < RETENTION_EVERY {
-                return;
-            }
-            *last = now;
+        if !due(&self.last_purge, RETENTION_EVERY, now) {
+            return;
         }
         let config = &self.app.config;
         match self
