@@ -147,9 +147,6 @@ impl Dispatcher {
             Verdict::Sent => outcome.sent_by,
             _ => None,
         };
-        if let Some(account) = &sent_by {
-            self.send_went_out(account);
-        }
         let settlement = Settlement {
             id: message.id.clone(),
             lease: message.lease.clone(),
@@ -228,6 +225,31 @@ impl Dispatcher {
             Self::leave_unsent(session, &mine).await;
             return deferral;
         }
+        // The guard took one of the day's sends for this message: given back unless it went.
+        *opened = mine;
+        let outcome = self
+            .transact(server, message, note, session, opened, next)
+            .await;
+        if gmail && !matches!(outcome.verdict, Verdict::Sent) {
+            self.send_not_made(&account);
+        }
+        outcome
+    }
+
+    /// The attempt past the guard: the body, a session, the SMTP transaction.
+    async fn transact(
+        &self,
+        server: &MailServer,
+        message: &Claimed,
+        note: DotNote,
+        session: &mut Option<SmtpSession>,
+        opened: &mut Option<Opened>,
+        next: Option<&Claimed>,
+    ) -> Outcome {
+        let now = self.app.now();
+        let account = Self::account_of(server);
+        let gmail = server.auth == AuthMethod::Gmail;
+        let mut mine = opened.take();
         let stored = match &message.body {
             Some(body) => Ok(Some(Cow::Borrowed(body.as_slice()))),
             None => self

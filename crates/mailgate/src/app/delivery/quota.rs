@@ -30,31 +30,36 @@ impl Dispatcher {
             .get(account)
             .copied()
             .filter(|until| *until > now);
-        let (sent, frees) = match self.sends_in_window(account, now).await {
-            Ok(window) => window,
+        if let Err(e) = self.refresh_window(account, now).await {
             // Not knowing the count is no licence to send past the limit: wait and read again.
-            Err(e) => {
-                return Some(Outcome {
-                    verdict: Verdict::Deferred {
-                        until: now + 60,
-                        reason: format!(
-                            "mailgate could not read how many messages {account} sent in the last 24 hours ({e}); the daily limit is never skipped, so the message waits"
-                        ),
-                    },
-                    stage: Stage::MailFrom,
-                    reply: None,
-                    detail: "the daily count could not be read".into(),
-                    counts: false,
-                    unknown: false,
-                    sent_by: None,
-                });
+            return Some(Outcome {
+                verdict: Verdict::Deferred {
+                    until: now + 60,
+                    reason: format!(
+                        "mailgate could not read how many messages {account} sent in the last 24 hours ({e}); the daily limit is never skipped, so the message waits"
+                    ),
+                },
+                stage: Stage::MailFrom,
+                reply: None,
+                detail: "the daily count could not be read".into(),
+                counts: false,
+                unknown: false,
+                sent_by: None,
+            });
+        }
+        // Checked and taken under one lock: two workers of one account cannot both take the
+        // last send of the day.
+        let refused = self.sends(account, |c| {
+            let (sent, frees) = c.window();
+            if told.is_none() && sent < limit {
+                c.unsettled += 1;
+                None
+            } else {
+                Some((sent, frees))
             }
-        };
-        let until = match told {
-            Some(until) => until,
-            None if sent >= limit => frees.unwrap_or(now + 3600),
-            None => return None,
-        };
+        });
+        let (sent, frees) = refused?;
+        let until = told.unwrap_or_else(|| frees.unwrap_or(now + 3600));
         Some(Outcome {
             verdict: Verdict::Deferred {
                 until,
@@ -72,9 +77,9 @@ impl Dispatcher {
         })
     }
 
-    /// A send went out; its settlement is on its way to disk.
-    pub(super) fn send_went_out(&self, account: &str) {
-        self.sends(account, |c| c.unsettled += 1);
+    /// The send `quota_guard` took for a message that did not go after all.
+    pub(super) fn send_not_made(&self, account: &str) {
+        self.sends(account, |c| c.unsettled -= 1);
     }
 
     /// The settlement of a send was committed (or failed to be: counting it is the safe side).
@@ -90,30 +95,27 @@ impl Dispatcher {
         f(sends.entry(account.to_string()).or_default())
     }
 
-    /// Messages `account` sent in the last 24 hours, and when the oldest hour leaves the window.
-    /// The database is read at most once a second per account (every message checks this);
-    /// sends since that read are counted here, those still on their way to disk included. A send
-    /// committed while the read ran may be counted twice, which holds a message back a little
-    /// early, never lets one past the limit. Other instances' sends are seen at the next read.
-    async fn sends_in_window(
+    /// Reads `account`'s 24-hour count from the database, unless the last read is under a
+    /// second old (every message checks it). Sends since that read are counted here (see
+    /// `SendCount::window`). Other instances' sends are seen at the next read.
+    async fn refresh_window(
         &self,
         account: &str,
         now: Timestamp,
-    ) -> Result<(i64, Option<Timestamp>), crate::store::StoreError> {
+    ) -> Result<(), crate::store::StoreError> {
         const FRESH: Duration = Duration::from_secs(1);
         let (fresh, base) = self.sends(account, |c| {
+            // The service's clock too: when it jumps (tests move it by hours), read again.
             let fresh = c
                 .read
-                // The service's clock too: when it jumps (tests move it by hours), read again.
-                .filter(|r| r.at.elapsed() < FRESH && r.now == now)
-                .map(|r| (r.sent + c.committed - r.base + c.unsettled, r.frees));
+                .is_some_and(|r| r.at.elapsed() < FRESH && r.now == now);
             (fresh, c.committed)
         });
-        if let Some(window) = fresh {
-            return Ok(window);
+        if fresh {
+            return Ok(());
         }
         let (sent, frees) = self.app.store.sends_in_window(account, now).await?;
-        Ok(self.sends(account, |c| {
+        self.sends(account, |c| {
             c.read = Some(WindowRead {
                 at: Instant::now(),
                 now,
@@ -121,23 +123,27 @@ impl Dispatcher {
                 frees,
                 base,
             });
-            (sent + c.committed - base + c.unsettled, frees)
-        }))
+        });
+        Ok(())
     }
 
     /// When the oldest send of the last 24 hours leaves the window (or a day from now).
     pub(super) async fn quota_frees(&self, account: &str, now: Timestamp) -> Timestamp {
-        match self.app.store.sends_in_window(account, now).await {
-            Ok((_, Some(frees))) if frees > now => frees,
+        let frees = match self.refresh_window(account, now).await {
+            Ok(()) => self.sends(account, |c| c.window().1),
+            Err(_) => None,
+        };
+        match frees {
+            Some(frees) if frees > now => frees,
             _ => now + 86_400,
         }
     }
 }
 
-/// One account's sends as this process knows them (see `Dispatcher::sends_in_window`).
+/// One account's sends as this process knows them.
 #[derive(Default)]
 pub(super) struct SendCount {
-    /// Sends that went out whose settlement is not committed yet.
+    /// Sends taken by `quota_guard` whose settlement is not committed yet.
     unsettled: i64,
     /// Sends whose settlement was committed, since this process started.
     committed: i64,
@@ -153,4 +159,17 @@ struct WindowRead {
     frees: Option<Timestamp>,
     /// `committed` just before the read: commits after it are added to `sent`.
     base: i64,
+}
+
+impl SendCount {
+    /// Messages sent in the last 24 hours, and when the oldest hour leaves the window: the last
+    /// read, the sends committed since, and those taken and not yet committed. A send committed
+    /// while the read ran may be counted twice, which holds a message back a little early,
+    /// never lets one past the limit.
+    fn window(&self) -> (i64, Option<Timestamp>) {
+        match self.read {
+            Some(r) => (r.sent + self.committed - r.base + self.unsettled, r.frees),
+            None => (self.committed + self.unsettled, None),
+        }
+    }
 }
