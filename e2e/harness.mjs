@@ -94,6 +94,7 @@ export async function startMailgate(gsim, port, publicUrl) {
   const env = {
     MAILGATE_DATA_DIR: dir,
     MAILGATE_HTTP_ADDR: `127.0.0.1:${port}`,
+    MAILGATE_RELAY_ADDR: "127.0.0.1:0",
     MAILGATE_PUBLIC_URL: publicUrl,
     MAILGATE_GOOGLE_AUTH_URL: `${gsim.http}/o/oauth2/v2/auth`,
     MAILGATE_GOOGLE_TOKEN_URL: `${gsim.http}/token`,

@@ -20,7 +20,7 @@ export PATH="$VENV/bin:$PATH"
 
 WORK="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-export MAILGATE_DATA_DIR="$WORK/data" MAILGATE_HTTP_ADDR="127.0.0.1:$PORT" MAILGATE_LOG=warn
+export MAILGATE_DATA_DIR="$WORK/data" MAILGATE_HTTP_ADDR="127.0.0.1:$PORT" MAILGATE_RELAY_ADDR="127.0.0.1:0" MAILGATE_LOG=warn
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 

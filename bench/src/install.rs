@@ -82,6 +82,7 @@ impl Installation {
             ("MAILGATE_DATA_DIR", dir.display().to_string()),
             ("MAILGATE_DATABASE_URL", database_url),
             ("MAILGATE_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("MAILGATE_RELAY_ADDR", "127.0.0.1:0".to_string()),
             ("MAILGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}")),
             ("MAILGATE_GOOGLE_TOKEN_URL", format!("{}/token", e.http)),
             (

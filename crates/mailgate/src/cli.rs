@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `admin create`, `servers list|test`.
+//! The command line: `serve`, `migrate`, `admin create`, `doctor`, `send`, `api-keys`,
+//! `relay-credentials`, `servers list|test`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ enum Command {
     ApiKeys {
         #[command(subcommand)]
         command: ApiKeysCommand,
+    },
+    /// Credentials ("app passwords") for applications sending through the SMTP relay.
+    RelayCredentials {
+        #[command(subcommand)]
+        command: RelayCredentialsCommand,
     },
     /// Outgoing mail servers.
     Servers {
@@ -120,6 +126,25 @@ enum ApiKeysCommand {
 }
 
 #[derive(Subcommand)]
+enum RelayCredentialsCommand {
+    /// Create a credential and print its password, alone on standard output: it is shown only
+    /// this once. The name is the SMTP username.
+    Create {
+        /// What uses it, e.g. "flectra"; letters, digits and . _ @ + -.
+        #[arg(long)]
+        name: String,
+        /// Addresses or @domains it may send as (repeat, or separate with commas); none: any
+        /// address an outgoing mail server sends as.
+        #[arg(long)]
+        sender: Vec<String>,
+    },
+    /// List the credentials (never the passwords: only their first characters).
+    List,
+    /// Revoke the credential with this id (see `list`).
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum ServersCommand {
     /// List the outgoing mail servers and their Google connection state.
     List,
@@ -167,6 +192,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::open(config, Arc::new(SystemClock)).await?;
             api_keys(&app, command).await
         }
+        Command::RelayCredentials { command } => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            relay_credentials(&app, command).await
+        }
         Command::Servers { command } => {
             let app = App::open(config, Arc::new(SystemClock)).await?;
             match command {
@@ -188,6 +217,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "mailgate listening on http://{addr} (public URL {})",
         app.config.public_base()
     );
+    if let Some(relay) = app.relay.listening.get() {
+        for (addr, how) in [(relay.addr, "STARTTLS"), (relay.tls_addr, "TLS")] {
+            if let Some(addr) = addr {
+                tracing::info!(
+                    "SMTP relay listening on {addr} ({how}; certificate SHA-256 {})",
+                    relay.certificate.fingerprint
+                );
+            }
+        }
+    }
     if let Some(link) = app.setup_link().await? {
         // Printed, never logged: whoever reads the console may create the admin, once.
         println!("No admin yet. Create one within the hour at:\n  {link}");
@@ -237,13 +276,7 @@ async fn api_keys(app: &App, command: ApiKeysCommand) -> anyhow::Result<ExitCode
         }
         ApiKeysCommand::List => {
             for key in app.api_keys().await? {
-                let state = match key.revoked_at {
-                    Some(at) => format!("revoked {}", format_utc(at)),
-                    None => match key.last_used_at {
-                        Some(at) => format!("last used {}", format_utc(at)),
-                        None => "never used".into(),
-                    },
-                };
+                let state = usage(key.revoked_at, key.last_used_at);
                 println!(
                     "{}\t{}\t{}…\t{}\t{state}",
                     key.id,
@@ -259,6 +292,45 @@ async fn api_keys(app: &App, command: ApiKeysCommand) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn relay_credentials(
+    app: &App,
+    command: RelayCredentialsCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        RelayCredentialsCommand::Create { name, sender } => {
+            let password = app
+                .create_relay_credential(&name, &sender.join(","))
+                .await?;
+            println!("{password}");
+        }
+        RelayCredentialsCommand::List => {
+            for c in app.relay_credentials().await? {
+                let state = usage(c.revoked_at, c.last_used_at);
+                let senders = if c.senders.is_empty() {
+                    "any sender".to_string()
+                } else {
+                    c.senders.lines().collect::<Vec<_>>().join(",")
+                };
+                println!("{}\t{}\t{}…\t{senders}\t{state}", c.id, c.name, c.prefix);
+            }
+        }
+        RelayCredentialsCommand::Revoke { id } => {
+            app.revoke_relay_credential(id).await?;
+            println!("relay credential {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "revoked …", "last used …" or "never used".
+fn usage(revoked_at: Option<i64>, last_used_at: Option<i64>) -> String {
+    match (revoked_at, last_used_at) {
+        (Some(at), _) => format!("revoked {}", format_utc(at)),
+        (None, Some(at)) => format!("last used {}", format_utc(at)),
+        (None, None) => "never used".into(),
+    }
 }
 
 async fn list_servers(app: &App) -> anyhow::Result<ExitCode> {

@@ -88,8 +88,32 @@ pub struct Config {
     pub http_timeout_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For` names the client; nobody else's is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub relay: RelayConfig,
     /// Things worth telling the operator at start (unknown environment variables).
     pub warnings: Vec<String>,
+}
+
+/// The SMTP relay's listeners and rules (`[relay]` in the file, `MAILGATE_RELAY_*`).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The submission listener (STARTTLS); None turns it off.
+    pub addr: Option<SocketAddr>,
+    /// A second listener speaking TLS from the first byte (port 465 style).
+    pub tls_addr: Option<SocketAddr>,
+    /// The certificate chain and key, PEM; without them a self-signed pair is made on first
+    /// start and kept in the data directory.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name in the greeting, the EHLO reply, the Received header and the self-signed
+    /// certificate.
+    pub hostname: String,
+    /// Clients here may send without logging in (devices that cannot authenticate).
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    /// AUTH over a connection that is neither TLS nor loopback.
+    pub allow_plaintext_auth: bool,
+    pub max_sessions: usize,
+    /// Recipients per message; more than Gmail's 100 go out as several messages.
+    pub max_recipients: usize,
 }
 
 /// The settings as layered by figment, before they are checked: every key optional.
@@ -112,6 +136,30 @@ struct RawConfig {
     google: FileGoogle,
     #[serde(default)]
     gmail: FileGmail,
+    #[serde(default)]
+    relay: FileRelay,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRelay {
+    addr: Option<String>,
+    tls_addr: Option<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    hostname: Option<String>,
+    trusted_networks: Option<OneOrMany>,
+    allow_plaintext_auth: Option<BoolText>,
+    max_sessions: Option<usize>,
+    max_recipients: Option<usize>,
+}
+
+/// A boolean from the file, or its text from the environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BoolText {
+    Bool(bool),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +208,8 @@ const NUMERIC_KEYS: &[&str] = &[
     "history_days",
     "smtp_timeout_secs",
     "http_timeout_secs",
+    "relay.max_sessions",
+    "relay.max_recipients",
 ];
 
 /// Secrets that may come from a file instead (`MAILGATE_DATABASE_URL_FILE`, as Docker and
@@ -191,6 +241,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_SMTP_TIMEOUT_SECS", "smtp_timeout_secs"),
     ("MAILGATE_HTTP_TIMEOUT_SECS", "http_timeout_secs"),
     ("MAILGATE_TRUSTED_PROXIES", "trusted_proxies"),
+    ("MAILGATE_RELAY_ADDR", "relay.addr"),
+    ("MAILGATE_RELAY_TLS_ADDR", "relay.tls_addr"),
+    ("MAILGATE_RELAY_CERT_FILE", "relay.cert_file"),
+    ("MAILGATE_RELAY_KEY_FILE", "relay.key_file"),
+    ("MAILGATE_RELAY_HOSTNAME", "relay.hostname"),
+    ("MAILGATE_RELAY_TRUSTED_NETWORKS", "relay.trusted_networks"),
+    ("MAILGATE_RELAY_ALLOW_PLAINTEXT_AUTH", "relay.allow_plaintext_auth"),
+    ("MAILGATE_RELAY_MAX_SESSIONS", "relay.max_sessions"),
+    ("MAILGATE_RELAY_MAX_RECIPIENTS", "relay.max_recipients"),
     ("MAILGATE_LOG", "(environment only)"),
     ("MAILGATE_LOG_FORMAT", "(environment only)"),
 ];
@@ -327,6 +386,7 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let relay = relay_config(raw.relay, &public_url)?;
         Ok(Self {
             data_dir,
             database_url,
@@ -343,6 +403,7 @@ impl Config {
             smtp_timeout_secs,
             http_timeout_secs,
             trusted_proxies,
+            relay,
             warnings,
         })
     }
@@ -421,6 +482,86 @@ fn environment_overrides(
         overrides.push((key, value));
     }
     Ok(overrides)
+}
+
+fn relay_config(raw: FileRelay, public_url: &Url) -> Result<RelayConfig, ConfigError> {
+    // An empty value turns a listener off.
+    let listener = |key: &str, value: Option<String>, default: Option<&str>| {
+        let text = value.or(default.map(str::to_string)).unwrap_or_default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            invalid(
+                key,
+                format!("`{text}` is not an address like 127.0.0.1:2525 (empty turns it off)"),
+            )
+        })
+    };
+    let addr = listener("relay.addr", raw.addr, Some("127.0.0.1:2525"))?;
+    let tls_addr = listener("relay.tls_addr", raw.tls_addr, None)?;
+    if raw.cert_file.is_some() != raw.key_file.is_some() {
+        return Err(invalid(
+            "relay.cert_file",
+            "give both relay.cert_file and relay.key_file, or neither (a self-signed pair is made)",
+        ));
+    }
+    let hostname = raw
+        .hostname
+        .or_else(|| public_url.host_str().map(str::to_string))
+        .unwrap_or_else(|| "localhost".to_string());
+    if hostname.is_empty()
+        || !hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b))
+    {
+        return Err(invalid(
+            "relay.hostname",
+            format!("`{hostname}` is not a host name"),
+        ));
+    }
+    let trusted_networks = raw
+        .trusted_networks
+        .map(OneOrMany::items)
+        .unwrap_or_default()
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "relay.trusted_networks",
+                        format!("`{text}` is not a network like 192.168.1.0/24 or an address"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let allow_plaintext_auth = match raw.allow_plaintext_auth {
+        None => false,
+        Some(BoolText::Bool(b)) => b,
+        Some(BoolText::Text(text)) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            _ => {
+                return Err(invalid(
+                    "relay.allow_plaintext_auth",
+                    format!("`{text}` is neither true nor false"),
+                ));
+            }
+        },
+    };
+    Ok(RelayConfig {
+        addr,
+        tls_addr,
+        cert_file: raw.cert_file,
+        key_file: raw.key_file,
+        hostname,
+        trusted_networks,
+        allow_plaintext_auth,
+        max_sessions: number("relay.max_sessions", raw.max_sessions, 100)?,
+        max_recipients: number("relay.max_recipients", raw.max_recipients, 1000)?,
+    })
 }
 
 /// A URL fit for messages and logs: its password, if any, replaced by `***`.

@@ -1,6 +1,6 @@
 //! mailgate: send and receive mail through Gmail and Google Workspace with Google OAuth.
 //!
-//! Edges (`web`, `cli`) call use cases (`app`), which decide with domain rules (`domain`) and reach
+//! Edges (`web`, `cli`, `relay`: SMTP for applications) call use cases (`app`), which decide with domain rules (`domain`) and reach
 //! the world through adapters: `store` (SQLite/PostgreSQL), `google` (OAuth), `smtp_out` (Gmail
 //! SMTP), with `crypto` sealing secrets and `tls` verifying every certificate.
 
@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod domain;
 pub mod google;
 pub mod metrics;
+pub mod relay;
 pub mod smtp_out;
 pub mod startup;
 pub mod store;

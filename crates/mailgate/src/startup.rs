@@ -11,9 +11,11 @@ use crate::app::delivery::Dispatcher;
 use crate::app::{App, StartError};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::relay::RelayListeners;
 
 pub struct Application {
     listener: TcpListener,
+    relay: Option<RelayListeners>,
     app: Arc<App>,
 }
 
@@ -26,6 +28,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
     #[error("the web server stopped: {0}")]
     Serve(std::io::Error),
 }
@@ -47,7 +51,12 @@ impl Application {
         clock: SharedClock,
     ) -> Result<Self, ServeError> {
         let app = App::open(config, clock).await?;
-        Ok(Self { listener, app })
+        let relay = RelayListeners::bind(&app).await?;
+        Ok(Self {
+            listener,
+            relay,
+            app,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -56,12 +65,18 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// The relay's submission (STARTTLS) address, if it listens.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.app.relay.listening.get().and_then(|l| l.addr)
+    }
+
     pub fn app(&self) -> Arc<App> {
         Arc::clone(&self.app)
     }
 
-    /// Serves the web app and runs delivery until `shutdown` resolves; then stops taking
-    /// requests, lets delivery finish the messages in hand, and closes the database.
+    /// Serves the web app and the relay and runs delivery until `shutdown` resolves; then stops
+    /// taking requests and messages, lets delivery finish the messages in hand, and closes the
+    /// database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -70,7 +85,15 @@ impl Application {
         let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
         let delivery = tokio::spawn(Dispatcher::new(Arc::clone(&self.app)).run(stopped));
         let timeout = std::time::Duration::from_secs(self.app.config.http_timeout_secs);
+        let (stop_relay, relay_stopping) = tokio::sync::watch::channel(false);
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(Arc::clone(&self.app), relay_stopping)));
         let served = crate::web::server::serve(self.listener, router, timeout, shutdown).await;
+        let _ = stop_relay.send(true);
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         let _ = stop_delivery.send(true);
         let _ = delivery.await;
         self.app.store.close().await;

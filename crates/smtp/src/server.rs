@@ -10,6 +10,7 @@
 //! said under TLS (the STARTTLS command injection of CVE-2011-0411).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use base64::Engine;
@@ -77,6 +78,11 @@ pub trait Relay: Sync {
         envelope: &Envelope,
         message: Vec<u8>,
     ) -> impl Future<Output = Result<String, Reply>> + Send;
+    /// Resolves when the service is stopping: a session waiting for its client then says
+    /// 421 and ends. A session never stops mid-submit, so nothing stored goes unanswered.
+    fn stopping(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// How a session ended.
@@ -93,6 +99,8 @@ pub enum Ended {
     TimedOut,
     /// Too many bad commands; the client was told 421.
     TooManyErrors,
+    /// The service is stopping; the client was told 421.
+    ShuttingDown,
 }
 
 /// A step of the session, or how it ended.
@@ -108,6 +116,7 @@ where
     let mut session = Session {
         stream,
         config,
+        stopping: Box::pin(relay.stopping()),
         pending: Vec::new(),
         out: Vec::new(),
         requests: RequestReceiver::default(),
@@ -128,6 +137,7 @@ where
 struct Session<'a, S> {
     stream: &'a mut S,
     config: &'a ServerConfig,
+    stopping: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
     /// Bytes read and not yet consumed.
     pending: Vec<u8>,
     /// Replies not yet written: pipelined commands get their replies in one write.
@@ -451,8 +461,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     async fn read_more(&mut self) -> Step<()> {
         self.flush().await?;
         let mut chunk = [0u8; 8192];
+        let read = tokio::select! {
+            read = tokio::time::timeout(self.config.timeout, self.stream.read(&mut chunk)) => read,
+            () = &mut self.stopping => {
+                self.reply(421, &["4.3.2 Service shutting down, try again later"]);
+                let _ = self.flush().await;
+                return Err(Ended::ShuttingDown);
+            }
+        };
         let read =
-            match tokio::time::timeout(self.config.timeout, self.stream.read(&mut chunk)).await {
+            match read {
                 Err(_) => {
                     self.reply(421, &["4.4.2 Idle too long, closing connection"]);
                     let _ = self.flush().await;

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod gmail_login;
 pub mod outbox;
 mod private_files;
+pub mod relay;
 pub mod servers;
 pub mod settings;
 pub mod sign_in_limits;
@@ -36,6 +37,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Rung when a message is queued, so delivery starts at once rather than at the next look.
     pub outbox_wake: tokio::sync::Notify,
+    /// The relay's listeners and open sessions.
+    pub relay: relay::RelayStatus,
     /// Counts settled delivery attempts, for whoever waits on delivery (tests, `mailgate send`).
     pub settled: tokio::sync::watch::Sender<u64>,
     /// Counts the delivery loop's passes over the queue (renew leases, claim), for whoever must
@@ -120,6 +123,7 @@ impl App {
             clock,
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: tokio::sync::Notify::new(),
+            relay: relay::RelayStatus::default(),
             settled: tokio::sync::watch::channel(0).0,
             passes: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::{App, AppError};
 use crate::domain::message::{
-    ComposeContext, Composed, Edge, FieldError, Submission, compose_raw_message,
+    ComposeContext, Composed, Edge, FieldError, MAX_RECIPIENTS, Submission, compose_raw_message,
     envelope_recipients, rewrite_from,
 };
 use crate::domain::outgoing::MessageState;
@@ -39,6 +39,8 @@ pub struct Origin<'a> {
     pub edge: Edge,
     pub api_key_id: Option<i64>,
     pub idempotency_key: Option<&'a str>,
+    /// Where a permanent failure is reported (a relayed message's MAIL FROM).
+    pub bounce_to: Option<&'a str>,
 }
 
 impl Origin<'_> {
@@ -47,6 +49,7 @@ impl Origin<'_> {
         edge: Edge::Cli,
         api_key_id: None,
         idempotency_key: None,
+        bounce_to: None,
     };
 }
 
@@ -98,16 +101,31 @@ impl App {
         raw: &[u8],
         envelope_to: &[String],
     ) -> Result<Accepted, SubmitError> {
+        self.submit_envelope(raw, envelope_to, Origin::CLI, |_| Vec::new())
+            .await
+    }
+
+    /// A raw message with an explicit envelope from `origin`; `trace` gives the header lines
+    /// to put on top (the relay's Received), knowing the message's queue id.
+    pub(crate) async fn submit_envelope(
+        &self,
+        raw: &[u8],
+        envelope_to: &[String],
+        origin: Origin<'_>,
+        trace: impl FnOnce(&str) -> Vec<u8>,
+    ) -> Result<Accepted, SubmitError> {
         let envelope = envelope_recipients(envelope_to)?;
         self.queue(
             |ctx| {
-                let mut composed = compose_raw_message(raw, ctx)?;
-                if !envelope.is_empty() {
-                    composed.recipients = envelope;
+                let mut traced = trace(ctx.id);
+                if traced.is_empty() {
+                    compose_raw_message(raw, ctx, envelope)
+                } else {
+                    traced.extend_from_slice(raw);
+                    compose_raw_message(&traced, ctx, envelope)
                 }
-                Ok(composed)
             },
-            Origin::CLI,
+            origin,
             None,
         )
         .await
@@ -177,27 +195,39 @@ impl App {
             }
             _ => composed.from.email.to_string(),
         };
-        let recipients: Vec<String> = composed.recipients.iter().map(|r| r.to_string()).collect();
-        let inserted = self
-            .store
-            .insert_message(
-                NewMessage {
-                    id: id.clone(),
-                    server_id: server.id,
-                    mail_from,
-                    rcpt_to: recipients,
-                    message_id: composed.message_id.to_string(),
-                    from_header: composed.from.display(),
-                    subject: composed.subject,
-                    body: composed.raw,
-                    origin: origin.edge,
-                    api_key_id: origin.api_key_id,
-                    idempotency_key: origin.idempotency_key.map(str::to_string),
-                    request_hash,
+        // Gmail takes 100 recipients per message: more become several messages, accepted
+        // together, each sent and retried on its own, so no recipient gets it twice.
+        let chunks: Vec<&[EmailAddress]> = composed.recipients.chunks(MAX_RECIPIENTS).collect();
+        let last = chunks.len().saturating_sub(1);
+        let mut body = composed.raw;
+        let mut rows = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            rows.push(NewMessage {
+                id: if i == 0 { id.clone() } else { new_message_id(now) },
+                server_id: server.id,
+                mail_from: mail_from.clone(),
+                rcpt_to: chunk.iter().map(|r| r.to_string()).collect(),
+                message_id: composed.message_id.to_string(),
+                from_header: composed.from.display(),
+                subject: composed.subject.clone(),
+                // The usual single part takes the body without a copy.
+                body: if i == last {
+                    std::mem::take(&mut body)
+                } else {
+                    body.clone()
                 },
-                now,
-            )
-            .await?;
+                origin: origin.edge,
+                api_key_id: origin.api_key_id,
+                // The key names the submission, kept on its first part.
+                idempotency_key: origin
+                    .idempotency_key
+                    .filter(|_| i == 0)
+                    .map(str::to_string),
+                request_hash: request_hash.clone().filter(|_| i == 0),
+                bounce_to: origin.bounce_to.map(str::to_string),
+            });
+        }
+        let inserted = self.store.insert_messages(rows, now).await?;
         match inserted {
             Inserted::New => {
                 bump(&self.metrics.submitted);

@@ -68,7 +68,7 @@ impl App {
     /// submission needs them, and they change only when an admin edits them. Edits made through
     /// this process are seen at once; edits by another instance sharing the database, within a
     /// second.
-    pub(super) async fn routes(&self) -> Result<Arc<Vec<MailServer>>, StoreError> {
+    pub(crate) async fn routes(&self) -> Result<Arc<Vec<MailServer>>, StoreError> {
         const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
         if let Some((read_at, servers)) = &*self.routes.lock().unwrap_or_else(|p| p.into_inner())
             && read_at.elapsed() < FRESH

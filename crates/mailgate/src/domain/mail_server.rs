@@ -226,7 +226,7 @@ pub struct ValidServer {
 pub struct FieldErrors(pub Vec<(&'static str, String)>);
 
 impl FieldErrors {
-    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+    pub fn add(&mut self, field: &'static str, message: impl Into<String>) {
         self.0.push((field, message.into()));
     }
 
@@ -239,6 +239,11 @@ impl FieldErrors {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Ok when nothing was added.
+    pub fn into_result(self) -> Result<(), Self> {
+        if self.is_empty() { Ok(()) } else { Err(self) }
     }
 }
 

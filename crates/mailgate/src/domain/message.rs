@@ -23,6 +23,10 @@ pub enum Edge {
     Api,
     /// `mailgate send` on the machine itself.
     Cli,
+    /// The SMTP relay.
+    Relay,
+    /// A delivery status notification mailgate wrote about a relayed message.
+    Bounce,
 }
 
 impl Edge {
@@ -30,6 +34,8 @@ impl Edge {
         match self {
             Edge::Api => "api",
             Edge::Cli => "cli",
+            Edge::Relay => "relay",
+            Edge::Bounce => "bounce",
         }
     }
 
@@ -37,6 +43,8 @@ impl Edge {
     pub fn parse(code: &str) -> Self {
         match code {
             "cli" => Edge::Cli,
+            "relay" => Edge::Relay,
+            "bounce" => Edge::Bounce,
             _ => Edge::Api,
         }
     }
@@ -263,13 +271,10 @@ fn check_recipients(total: usize, field: &str) -> Result<(), FieldError> {
 }
 
 /// Envelope recipients as an SMTP-like edge gives them (RCPT TO, `mailgate send
-/// --envelope-to`), checked as `to` is: each an address, at most Gmail's 100, each once. An empty
-/// list stays empty: the caller then takes the recipients from the headers.
+/// --envelope-to`): each an address, each once. An empty list stays empty: the caller then takes
+/// the recipients from the headers. More than Gmail's 100 are fine here: the queue splits them
+/// into several messages (the relay bounds them with its own limit).
 pub fn envelope_recipients(given: &[String]) -> Result<Vec<EmailAddress>, FieldError> {
-    if given.is_empty() {
-        return Ok(Vec::new());
-    }
-    check_recipients(given.len(), "envelope_to")?;
     let parsed = given
         .iter()
         .enumerate()
@@ -325,7 +330,7 @@ impl Submission {
                         "send either `raw` or the message fields, not both",
                     ));
                 }
-                compose_raw_message(raw.as_bytes(), ctx)
+                compose_raw_message(raw.as_bytes(), ctx, Vec::new())
             }
             None => self.compose_fields(ctx),
         }
@@ -488,7 +493,11 @@ fn control_in_headers(head: &[u8]) -> Option<String> {
 /// A raw message: its headers say who it is from and to; Bcc is removed from what is sent, and a
 /// Message-ID added when it has none. Bytes, not text: 8-bit messages pass untouched. It must
 /// have one From header naming one sender, and no control characters in its headers.
-pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Composed, FieldError> {
+pub fn compose_raw_message(
+    raw: &[u8],
+    ctx: &ComposeContext<'_>,
+    envelope: Vec<EmailAddress>,
+) -> Result<Composed, FieldError> {
     check_size(raw, ctx.max_size)?;
     let parsed = mail_parser::MessageParser::default()
         .parse(raw)
@@ -555,19 +564,26 @@ pub fn compose_raw_message(raw: &[u8], ctx: &ComposeContext<'_>) -> Result<Compo
             also_from.push((canonical.to_string(), raw_mailbox(&field, addr)?.email));
         }
     }
-    let mut recipients = Vec::new();
-    for (field, list) in [
-        ("raw.To", parsed.to()),
-        ("raw.Cc", parsed.cc()),
-        ("raw.Bcc", parsed.bcc()),
-    ] {
-        for addr in list.into_iter().flat_map(|l| l.iter()) {
-            let text = addr.address.as_deref().unwrap_or_default();
-            recipients.push(EmailAddress::parse(text).map_err(|e| refuse(field, e.to_string()))?);
+    let recipients = if envelope.is_empty() {
+        let mut recipients = Vec::new();
+        for (field, list) in [
+            ("raw.To", parsed.to()),
+            ("raw.Cc", parsed.cc()),
+            ("raw.Bcc", parsed.bcc()),
+        ] {
+            for addr in list.into_iter().flat_map(|l| l.iter()) {
+                let text = addr.address.as_deref().unwrap_or_default();
+                recipients
+                    .push(EmailAddress::parse(text).map_err(|e| refuse(field, e.to_string()))?);
+            }
         }
-    }
-    let recipients = dedup(recipients);
-    check_recipients(recipients.len(), "raw.To")?;
+        let recipients = dedup(recipients);
+        check_recipients(recipients.len(), "raw.To")?;
+        recipients
+    } else {
+        // The envelope rules (RCPT TO, --envelope-to): the headers are not read for recipients.
+        envelope
+    };
     let message_id = parsed.message_id().map(|id| format!("<{id}>"));
     let subject = parsed.subject().unwrap_or_default().to_string();
     let has_reply_to = parsed.reply_to().is_some();

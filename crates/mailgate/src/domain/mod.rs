@@ -1,5 +1,6 @@
 //! Domain rules, free of I/O: parse input into types that cannot be wrong, decide what things mean.
 
+pub mod bounce;
 pub mod connection;
 pub mod email;
 pub mod mail_server;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, opt_i64, opt_string};
+use super::{Backend, Store, StoreError, opt_bytes, opt_i64, opt_string};
 use crate::clock::Timestamp;
 use crate::domain::message::Edge;
 use crate::domain::outgoing::{MessageState, Verdict};
@@ -28,6 +28,8 @@ pub struct NewMessage {
     pub api_key_id: Option<i64>,
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
+    /// Where to report a permanent failure (the relay client's MAIL FROM); None: nowhere.
+    pub bounce_to: Option<String>,
 }
 
 /// Bodies up to this size come with the claim; larger ones are read when their turn comes, so
@@ -177,37 +179,33 @@ impl Store {
         m: NewMessage,
         now: Timestamp,
     ) -> Result<Inserted, StoreError> {
-        if let Some(existing) = self.idempotent_message(&m).await? {
+        self.insert_messages(vec![m], now).await
+    }
+
+    /// Accepts the parts of one submission (a message for more recipients than Gmail takes at
+    /// once is several rows) in one transaction: all of them or none. The Idempotency-Key is
+    /// the first part's.
+    pub async fn insert_messages(
+        &self,
+        parts: Vec<NewMessage>,
+        now: Timestamp,
+    ) -> Result<Inserted, StoreError> {
+        let Some(first) = parts.first() else {
+            return Ok(Inserted::New);
+        };
+        if let Some(existing) = self.idempotent_message(first).await? {
             return Ok(existing);
         }
-        let m = Arc::new(m);
-        let write = Arc::clone(&m);
+        let parts = Arc::new(parts);
+        let write = Arc::clone(&parts);
         let result = self
             .writer()
             .write(move |conn| {
-                let m = Arc::clone(&write);
+                let parts = Arc::clone(&write);
                 Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
-                         api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, origin) \
-                         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13, $14)",
-                    )
-                    .bind(&m.id)
-                    .bind(m.server_id)
-                    .bind(&m.mail_from)
-                    .bind(serde_json::to_string(&m.rcpt_to).unwrap_or_default())
-                    .bind(&m.message_id)
-                    .bind(&m.from_header)
-                    .bind(&m.subject)
-                    .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
-                    .bind(&m.body)
-                    .bind(m.api_key_id)
-                    .bind(&m.idempotency_key)
-                    .bind(&m.request_hash)
-                    .bind(now)
-                    .bind(m.origin.code())
-                    .execute(conn)
-                    .await?;
+                    for m in parts.iter() {
+                        insert_row(&mut *conn, m, now).await?;
+                    }
                     Ok(())
                 })
             })
@@ -216,7 +214,7 @@ impl Store {
             Ok(()) => Ok(Inserted::New),
             // Two requests with one key raced; the other won.
             Err(StoreError::Database(sqlx::Error::Database(db))) if db.is_unique_violation() => {
-                self.idempotent_message(&m)
+                self.idempotent_message(&parts[0])
                     .await?
                     .ok_or_else(|| StoreError::Duplicate("a message with this id".into()))
             }
@@ -685,4 +683,97 @@ async fn settle(conn: &mut sqlx::AnyConnection, s: &Settlement) -> Result<bool, 
         .await?;
     }
     Ok(true)
+}
+
+/// A relayed message that failed for good and whose sender has not been told yet.
+pub struct Unreported {
+    pub message: MessageRecord,
+    pub bounce_to: String,
+    /// The header of the message as it was to be sent, when its body is still kept.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Store {
+    pub async fn unreported_failures(&self, limit: i64) -> Result<Vec<Unreported>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            ", bounce_to, body FROM messages WHERE state = 'failed' AND bounce_to IS NOT NULL AND bounced_at IS NULL ORDER BY id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Unreported {
+                    message: record_from_row(row)?,
+                    bounce_to: row.try_get("bounce_to")?,
+                    body: opt_bytes(row, "body")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Queues the notification about `failed` and marks it reported, in one transaction: a
+    /// crash in between leaves neither, so the sender hears of each failure once.
+    pub async fn queue_bounce(
+        &self,
+        failed: &str,
+        bounce: NewMessage,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let failed = failed.to_string();
+        let bounce = Arc::new(bounce);
+        self.writer()
+            .write(move |conn| {
+                let failed = failed.clone();
+                let m = Arc::clone(&bounce);
+                Box::pin(async move {
+                    let marked = sqlx::query(
+                        "UPDATE messages SET bounced_at = $1 WHERE id = $2 AND bounced_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&failed)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if marked == 0 {
+                        return Ok(false);
+                    }
+                    insert_row(conn, &m, now).await?;
+                    Ok(true)
+                })
+            })
+            .await
+    }
+}
+
+async fn insert_row(
+    conn: &mut sqlx::AnyConnection,
+    m: &NewMessage,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO messages (id, state, server_id, mail_from, rcpt_to, message_id, from_header, subject, size, body, \
+         api_key_id, idempotency_key, request_hash, attempts, next_attempt_at, created_at, updated_at, origin, bounce_to) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $13, $14, $15)",
+    )
+    .bind(&m.id)
+    .bind(m.server_id)
+    .bind(&m.mail_from)
+    .bind(serde_json::to_string(&m.rcpt_to).unwrap_or_default())
+    .bind(&m.message_id)
+    .bind(&m.from_header)
+    .bind(&m.subject)
+    .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
+    .bind(&m.body)
+    .bind(m.api_key_id)
+    .bind(&m.idempotency_key)
+    .bind(&m.request_hash)
+    .bind(now)
+    .bind(m.origin.code())
+    .bind(&m.bounce_to)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod api_keys;
 mod connections;
 mod messages;
 mod oauth_states;
+mod relay_credentials;
 mod servers;
 mod settings;
 mod writer;
@@ -22,8 +23,10 @@ pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use messages::{
     Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage, Settlement,
+    Unreported,
 };
 pub use oauth_states::{OauthState, StateLookup};
+pub use relay_credentials::{LiveCredential, RelayCredentialRecord};
 pub use settings::GoogleSettings;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

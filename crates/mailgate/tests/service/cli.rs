@@ -146,6 +146,7 @@ fn serve_prints_a_setup_link_and_stops_on_sigterm() {
     let mut child = mailgate(&[
         ("MAILGATE_DATA_DIR", dir.display().to_string()),
         ("MAILGATE_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("MAILGATE_RELAY_ADDR", "127.0.0.1:0".into()),
     ])
     .arg("serve")
     .stdout(Stdio::piped())

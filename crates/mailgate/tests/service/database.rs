@@ -179,6 +179,7 @@ fn queued(id: String, server_id: i64, subject: &str) -> mailgate::store::NewMess
         api_key_id: None,
         idempotency_key: None,
         request_hash: None,
+        bounce_to: None,
     }
 }
 

@@ -237,6 +237,7 @@ async fn a_refused_final_dot_leaves_the_message_behind_it_on_its_way() {
                     api_key_id: None,
                     idempotency_key: None,
                     request_hash: None,
+                    bounce_to: None,
                 },
                 due,
             )

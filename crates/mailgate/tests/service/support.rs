@@ -171,6 +171,8 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>
             "MAILGATE_EXTRA_CA_FILE",
             endpoints.ca_cert.display().to_string(),
         ),
+        // Tests run side by side: each relay on a port of its own.
+        ("MAILGATE_RELAY_ADDR", "127.0.0.1:0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -645,6 +647,7 @@ impl TestApp {
                 "MAILGATE_EXTRA_CA_FILE",
                 endpoints.ca_cert.display().to_string(),
             ),
+            ("MAILGATE_RELAY_ADDR", "127.0.0.1:0".to_string()),
         ]
     }
 

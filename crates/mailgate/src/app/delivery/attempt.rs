@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::task::JoinHandle;
 
@@ -139,6 +140,7 @@ impl Dispatcher {
             Verdict::Held { .. } => bump(&metrics.held),
             Verdict::Failed { .. } => bump(&metrics.failed),
         }
+        let failed = matches!(outcome.verdict, Verdict::Failed { .. });
         let stage = serde_json::to_value(outcome.stage)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -175,6 +177,9 @@ impl Dispatcher {
                 this.send_recorded(account);
             }
             this.lock_lanes().in_hand.remove(&id);
+            if failed {
+                this.failed_since_bounces.store(true, Ordering::Relaxed);
+            }
             this.settled.notify_one();
             this.app.settled.send_modify(|n| *n += 1);
         });

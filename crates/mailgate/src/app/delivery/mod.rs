@@ -59,6 +59,8 @@ const IDLE_REUSE: Duration = Duration::from_secs(60);
 /// instances add messages without ringing this process's bell.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: i64 = 3600;
+/// Seconds between looks for failed relayed messages whose sender was not told yet.
+const BOUNCES_EVERY: i64 = 300;
 
 pub struct Dispatcher {
     app: Arc<App>,
@@ -75,6 +77,9 @@ pub struct Dispatcher {
     stopping: AtomicBool,
     settled: Notify,
     last_purge: Mutex<Timestamp>,
+    last_bounces: Mutex<Timestamp>,
+    /// A message failed for good here since the last look for failures to report.
+    pub(super) failed_since_bounces: AtomicBool,
     last_renewal: Mutex<Timestamp>,
 }
 
@@ -119,6 +124,8 @@ impl Dispatcher {
             stopping: AtomicBool::new(false),
             settled: Notify::new(),
             last_purge: Mutex::new(0),
+            last_bounces: Mutex::new(0),
+            failed_since_bounces: AtomicBool::new(false),
             last_renewal: Mutex::new(0),
         })
     }
@@ -167,6 +174,7 @@ impl Dispatcher {
     /// hands it to the lanes. Returns how many messages it claimed.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         self.purge_now_and_then().await;
+        self.bounce_now_and_then().await;
         self.renew_now_and_then().await?;
         let room = {
             let lanes = self.lock_lanes();
@@ -304,6 +312,21 @@ impl Dispatcher {
             // Due now but not claimed: the lanes are full; a settled message will wake us.
             Ok(Some(_)) => MAX_WAIT,
             _ => MAX_WAIT,
+        }
+    }
+
+    /// Reports relayed messages that failed for good: at once after a failure settles here,
+    /// and now and then for failures settled elsewhere (another instance, a restart).
+    async fn bounce_now_and_then(&self) {
+        let now = self.app.now();
+        if !self.failed_since_bounces.swap(false, Ordering::Relaxed)
+            && !due(&self.last_bounces, BOUNCES_EVERY, now)
+        {
+            return;
+        }
+        if let Err(e) = self.app.send_bounces().await {
+            tracing::error!("cannot queue delivery status notifications: {e}");
+            self.failed_since_bounces.store(true, Ordering::Relaxed);
         }
     }
 

@@ -132,6 +132,7 @@ pub async fn submit(
                 edge: Edge::Api,
                 api_key_id: Some(caller.key_id),
                 idempotency_key,
+                bounce_to: None,
             },
         )
         .await

@@ -108,6 +108,8 @@ pub async fn list(
             origin: match r.origin {
                 Edge::Api => "API",
                 Edge::Cli => "CLI",
+                Edge::Relay => "Relay",
+                Edge::Bounce => "Bounce",
             },
             attempts: r.attempts,
             possibly_twice: r.unknown_outcomes > 0,
@@ -159,6 +161,10 @@ pub async fn show(
             }
         }
         (Edge::Api, None) => "the API".to_string(),
+        (Edge::Relay, _) => "the SMTP relay".to_string(),
+        (Edge::Bounce, _) => {
+            "mailgate, reporting a relayed message that could not be delivered".to_string()
+        }
     };
     let state_note = match m.state {
         MessageState::Queued => "waiting its turn".to_string(),

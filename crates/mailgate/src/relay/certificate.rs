@@ -1,0 +1,147 @@
+//! The relay's TLS certificate: the operator's files, or a self-signed pair made on first start
+//! and kept in the data directory, so applications can pin its fingerprint (shown in the UI).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::clock::Timestamp;
+use crate::config::RelayConfig;
+
+/// A self-signed certificate lives this long, and is made again at start when it has less
+/// than [`RENEW_BEFORE`] left.
+const SELF_SIGNED_DAYS: i64 = 397;
+const RENEW_BEFORE: i64 = 30 * 86_400;
+
+#[derive(Debug, thiserror::Error)]
+#[error("relay certificate {path}: {message}")]
+pub struct CertificateError {
+    pub path: String,
+    pub message: String,
+}
+
+/// What the UI and the doctor say of the certificate.
+#[derive(Debug, Clone)]
+pub struct CertificateInfo {
+    /// SHA-256 of the leaf certificate, as colon-separated hex.
+    pub fingerprint: String,
+    pub not_after: Timestamp,
+    /// Made by mailgate (no cert_file configured).
+    pub self_signed: bool,
+    pub path: PathBuf,
+}
+
+pub struct RelayCertificate {
+    pub server_config: Arc<ServerConfig>,
+    pub info: CertificateInfo,
+}
+
+impl RelayCertificate {
+    /// The configured pair, or the self-signed one in `data_dir` (made when missing or near
+    /// its end).
+    pub fn load(
+        config: &RelayConfig,
+        data_dir: &Path,
+        now: Timestamp,
+    ) -> Result<Self, CertificateError> {
+        let (cert_path, key_path, self_signed) = match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone(), false),
+            _ => (
+                data_dir.join("relay-cert.pem"),
+                data_dir.join("relay-key.pem"),
+                true,
+            ),
+        };
+        let fail = |path: &Path, message: String| CertificateError {
+            path: path.display().to_string(),
+            message,
+        };
+        if self_signed {
+            let expiring = read_chain(&cert_path)
+                .ok()
+                .and_then(|chain| not_after(&chain[0]).ok())
+                .is_none_or(|end| end - now < RENEW_BEFORE);
+            if expiring || !key_path.exists() {
+                make_self_signed(&config.hostname, &cert_path, &key_path, now)
+                    .map_err(|e| fail(&cert_path, e))?;
+            }
+        }
+        let chain = read_chain(&cert_path).map_err(|e| fail(&cert_path, e))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .map_err(|e| fail(&key_path, format!("no private key in it ({e})")))?;
+        let info = CertificateInfo {
+            fingerprint: fingerprint(&chain[0]),
+            not_after: not_after(&chain[0]).map_err(|e| fail(&cert_path, e))?,
+            self_signed,
+            path: cert_path.clone(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| fail(&cert_path, e.to_string()))?;
+        Ok(Self {
+            server_config: Arc::new(server_config),
+            info,
+        })
+    }
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if chain.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(chain)
+}
+
+fn not_after(cert: &CertificateDer<'_>) -> Result<Timestamp, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("not an X.509 certificate ({e})"))?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn make_self_signed(
+    hostname: &str,
+    cert_path: &Path,
+    key_path: &Path,
+    now: Timestamp,
+) -> Result<(), String> {
+    let key = KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        CertificateParams::new(vec![hostname.to_string(), "localhost".to_string()])
+            .map_err(|e| e.to_string())?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("mailgate relay {hostname}"));
+    let start = time::OffsetDateTime::from_unix_timestamp(now - 86_400)
+        .map_err(|e| e.to_string())?;
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(SELF_SIGNED_DAYS);
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    // The key first, private from its first byte; the certificate replaces any older one.
+    let _ = std::fs::remove_file(key_path);
+    crate::crypto::write_new_private_file(key_path, key.serialize_pem().as_bytes())
+        .map_err(|e| e.to_string())?;
+    std::fs::write(cert_path, cert.pem()).map_err(|e| e.to_string())
+}
