@@ -13,6 +13,7 @@ mod delivery;
 mod doctor;
 mod emails;
 mod logs;
+mod relay;
 mod servers;
 mod settings;
 mod sign_in_flood;
