@@ -247,7 +247,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_RELAY_KEY_FILE", "relay.key_file"),
     ("MAILGATE_RELAY_HOSTNAME", "relay.hostname"),
     ("MAILGATE_RELAY_TRUSTED_NETWORKS", "relay.trusted_networks"),
-    ("MAILGATE_RELAY_ALLOW_PLAINTEXT_AUTH", "relay.allow_plaintext_auth"),
+    (
+        "MAILGATE_RELAY_ALLOW_PLAINTEXT_AUTH",
+        "relay.allow_plaintext_auth",
+    ),
     ("MAILGATE_RELAY_MAX_SESSIONS", "relay.max_sessions"),
     ("MAILGATE_RELAY_MAX_RECIPIENTS", "relay.max_recipients"),
     ("MAILGATE_LOG", "(environment only)"),

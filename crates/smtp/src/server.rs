@@ -469,16 +469,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return Err(Ended::ShuttingDown);
             }
         };
-        let read =
-            match read {
-                Err(_) => {
-                    self.reply(421, &["4.4.2 Idle too long, closing connection"]);
-                    let _ = self.flush().await;
-                    return Err(Ended::TimedOut);
-                }
-                Ok(Err(_)) | Ok(Ok(0)) => return Err(Ended::Closed),
-                Ok(Ok(n)) => n,
-            };
+        let read = match read {
+            Err(_) => {
+                self.reply(421, &["4.4.2 Idle too long, closing connection"]);
+                let _ = self.flush().await;
+                return Err(Ended::TimedOut);
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(Ended::Closed),
+            Ok(Ok(n)) => n,
+        };
         self.pending.extend_from_slice(&chunk[..read]);
         Ok(())
     }

@@ -126,6 +126,9 @@ impl App {
         checks.push(self.check_database().await);
         checks.extend(self.check_google().await?);
         checks.extend(self.check_servers().await?);
+        if let Some(relay) = self.check_relay().await {
+            checks.push(relay);
+        }
         let report = DoctorReport {
             at: self.now(),
             ok: checks.iter().all(|c| c.status != Status::Fail),
@@ -508,6 +511,81 @@ impl App {
 
     /// Logs in the way delivery does ([`App::gmail_session`]): a pass means the next message
     /// can go, not merely that the port answers.
+    /// The relay: its listener answers with a greeting, and its certificate is valid for at
+    /// least two more weeks. None when the relay is off.
+    async fn check_relay(&self) -> Option<Check> {
+        const SOON: i64 = 14 * 86_400;
+        let relay = &self.config.relay;
+        let addr = self
+            .relay
+            .listening
+            .get()
+            .and_then(|l| l.addr.or(l.tls_addr))
+            .or(relay.addr.or(relay.tls_addr))
+            // Port 0 (tests) names no port another process could reach.
+            .filter(|a| a.port() != 0)?;
+        let title = format!("SMTP relay {addr}");
+        let greeting = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let mut line = [0u8; 512];
+            let n = tokio::io::AsyncReadExt::read(&mut stream, &mut line).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&line[..n]).to_string())
+        };
+        let listening =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), greeting).await {
+                Ok(Ok(text)) if text.starts_with("220") || relay.tls_addr == Some(addr) => Ok(()),
+                Ok(Ok(text)) => Err(format!("answers, but not as the relay: {}", text.trim())),
+                Ok(Err(e)) => Err(format!("nothing listens there ({e})")),
+                Err(_) => Err("no greeting within 5 seconds".to_string()),
+            };
+        let now = self.now();
+        let (status, detail, fix) = match (
+            listening,
+            crate::relay::certificate::inspect(relay, &self.config.data_dir),
+        ) {
+            (Err(e), _) => (
+                Status::Fail,
+                format!("The relay {e}."),
+                Some("Start mailgate serve, or check that nothing else holds MAILGATE_RELAY_ADDR."),
+            ),
+            (Ok(()), Err(e)) => (
+                Status::Fail,
+                e.to_string(),
+                Some(
+                    "Give relay.cert_file and relay.key_file in PEM, or remove both for a self-signed pair.",
+                ),
+            ),
+            (Ok(()), Ok(cert)) if cert.not_after <= now => (
+                Status::Fail,
+                format!("Its certificate expired on {}.", format_utc(cert.not_after)),
+                Some("Renew the certificate file, then restart mailgate."),
+            ),
+            (Ok(()), Ok(cert)) if cert.not_after - now < SOON => (
+                Status::Warn,
+                format!(
+                    "Its certificate expires {} ({}).",
+                    relative(cert.not_after, now),
+                    format_utc(cert.not_after)
+                ),
+                Some(if cert.self_signed {
+                    "Restart mailgate: it makes a new self-signed certificate when less than 30 days are left."
+                } else {
+                    "Renew the certificate file, then restart mailgate."
+                }),
+            ),
+            (Ok(()), Ok(cert)) => (
+                Status::Pass,
+                format!(
+                    "Listening; certificate valid until {} (SHA-256 {}).",
+                    format_utc(cert.not_after),
+                    cert.fingerprint
+                ),
+                None,
+            ),
+        };
+        Some(check("relay", &title, status, detail, fix))
+    }
+
     async fn check_smtp(&self, server: &crate::domain::MailServer, id: &str) -> Check {
         let target = self.smtp_target(server);
         let id = format!("{id}:smtp");

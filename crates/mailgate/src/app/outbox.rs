@@ -203,7 +203,11 @@ impl App {
         let mut rows = Vec::with_capacity(chunks.len());
         for (i, chunk) in chunks.into_iter().enumerate() {
             rows.push(NewMessage {
-                id: if i == 0 { id.clone() } else { new_message_id(now) },
+                id: if i == 0 {
+                    id.clone()
+                } else {
+                    new_message_id(now)
+                },
                 server_id: server.id,
                 mail_from: mail_from.clone(),
                 rcpt_to: chunk.iter().map(|r| r.to_string()).collect(),

@@ -9,10 +9,10 @@ use super::outbox::{Accepted, Origin, SubmitError};
 use super::{App, AppError};
 use crate::crypto::{constant_time_eq, random_token};
 use crate::domain::bounce::{FailedDelivery, delivery_status_notification};
-use crate::domain::message::Edge;
-use crate::store::NewMessage;
 use crate::domain::email::is_domain;
+use crate::domain::message::Edge;
 use crate::domain::{EmailAddress, FieldErrors};
+use crate::store::NewMessage;
 use crate::store::RelayCredentialRecord;
 
 const PREFIX: &str = "mgr_";
@@ -32,10 +32,13 @@ impl RelayLogin {
     /// sends as), or the address, or its `@domain`.
     pub fn may_send_as(&self, address: &EmailAddress) -> bool {
         self.senders.is_empty()
-            || self.senders.iter().any(|allowed| match allowed.strip_prefix('@') {
-                Some(domain) => address.domain().eq_ignore_ascii_case(domain),
-                None => address.as_str().eq_ignore_ascii_case(allowed),
-            })
+            || self
+                .senders
+                .iter()
+                .any(|allowed| match allowed.strip_prefix('@') {
+                    Some(domain) => address.domain().eq_ignore_ascii_case(domain),
+                    None => address.as_str().eq_ignore_ascii_case(allowed),
+                })
     }
 }
 
@@ -45,7 +48,9 @@ pub fn parse_senders(text: &str) -> Result<Vec<String>, String> {
         .filter(|s| !s.is_empty())
         .map(|item| match item.strip_prefix('@') {
             Some(domain) if is_domain(domain) => Ok(format!("@{}", domain.to_ascii_lowercase())),
-            Some(_) => Err(format!("“{item}” is not a domain (write it as @example.com)")),
+            Some(_) => Err(format!(
+                "“{item}” is not a domain (write it as @example.com)"
+            )),
             None => EmailAddress::parse(item)
                 .map(|a| a.as_str().to_ascii_lowercase())
                 .map_err(|e| format!("“{item}”: {e}")),
@@ -121,10 +126,17 @@ fn received(m: &Relayed<'_>, hostname: &str, id: &str, now: i64) -> Vec<u8> {
         .filter(|c| c.is_ascii_graphic())
         .take(255)
         .collect();
-    let client = if client.is_empty() { "unknown" } else { &client };
+    let client = if client.is_empty() {
+        "unknown"
+    } else {
+        &client
+    };
     let date = time::OffsetDateTime::from_unix_timestamp(now)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
         .unwrap_or_default();
     format!(
         "Received: from {client} ([{}])\r\n\tby {hostname} (mailgate) with {protocol} id {id};\r\n\t{date}\r\n",
@@ -149,7 +161,10 @@ impl App {
         {
             return Err(SubmitError::Invalid(crate::domain::message::FieldError {
                 field: "raw.From".into(),
-                message: format!("{from} is not a sender relay credential “{}” may use", login.name),
+                message: format!(
+                    "{from} is not a sender relay credential “{}” may use",
+                    login.name
+                ),
             }));
         }
         let now = self.now();
@@ -200,6 +215,15 @@ impl App {
         Ok(password)
     }
 
+    /// Messages the relay took since midnight UTC.
+    pub async fn relayed_today(&self) -> Result<i64, AppError> {
+        let now = self.now();
+        Ok(self
+            .store
+            .relayed_since(now - now.rem_euclid(86_400))
+            .await?)
+    }
+
     pub async fn relay_credentials(&self) -> Result<Vec<RelayCredentialRecord>, AppError> {
         Ok(self.store.relay_credentials().await?)
     }
@@ -231,36 +255,6 @@ impl App {
             name: name.to_string(),
             senders: credential.senders.lines().map(str::to_string).collect(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn senders_are_addresses_or_domains() {
-        assert_eq!(
-            parse_senders("Alice@Example.com, @Shop.example\n").unwrap(),
-            vec!["alice@example.com", "@shop.example"]
-        );
-        assert!(parse_senders("not an address").is_err());
-        assert!(parse_senders("@").is_err());
-        assert_eq!(parse_senders("  ").unwrap(), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_login_sends_as_its_senders_only() {
-        let login = RelayLogin {
-            credential_id: 1,
-            name: "flectra".into(),
-            senders: vec!["alice@example.com".into(), "@shop.example".into()],
-        };
-        let ok = |a: &str| login.may_send_as(&EmailAddress::parse(a).unwrap());
-        assert!(ok("ALICE@example.com"));
-        assert!(ok("sales@shop.example"));
-        assert!(!ok("bob@example.com"));
-        assert!(!ok("x@evilshop.example"));
     }
 }
 
@@ -324,5 +318,35 @@ impl App {
             self.outbox_wake.notify_one();
         }
         Ok(queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_are_addresses_or_domains() {
+        assert_eq!(
+            parse_senders("Alice@Example.com, @Shop.example\n").unwrap(),
+            vec!["alice@example.com", "@shop.example"]
+        );
+        assert!(parse_senders("not an address").is_err());
+        assert!(parse_senders("@").is_err());
+        assert_eq!(parse_senders("  ").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_login_sends_as_its_senders_only() {
+        let login = RelayLogin {
+            credential_id: 1,
+            name: "flectra".into(),
+            senders: vec!["alice@example.com".into(), "@shop.example".into()],
+        };
+        let ok = |a: &str| login.may_send_as(&EmailAddress::parse(a).unwrap());
+        assert!(ok("ALICE@example.com"));
+        assert!(ok("sales@shop.example"));
+        assert!(!ok("bob@example.com"));
+        assert!(!ok("x@evilshop.example"));
     }
 }

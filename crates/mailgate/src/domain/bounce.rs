@@ -55,7 +55,10 @@ fn one_line(text: &str) -> String {
 fn rfc2822(ts: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ts)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -160,7 +163,10 @@ mod tests {
 
     #[test]
     fn a_notification_is_a_delivery_status_report() {
-        let recipients = vec!["nobody@example.com".to_string(), "x@example.org".to_string()];
+        let recipients = vec![
+            "nobody@example.com".to_string(),
+            "x@example.org".to_string(),
+        ];
         let original = b"From: a@b.example\r\nSubject: Hi\r\n\r\nbody that stays out\r\n";
         let dsn = delivery_status_notification(&FailedDelivery {
             reporting_host: "relay.example",
@@ -176,12 +182,16 @@ mod tests {
         });
         let text = String::from_utf8(dsn.clone()).unwrap();
         assert!(text.contains("report-type=delivery-status"));
-        assert!(text.contains("Final-Recipient: rfc822; nobody@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; nobody@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
         assert!(text.contains("Final-Recipient: rfc822; x@example.org"));
         assert!(text.contains(
             "Diagnostic-Code: smtp; 550 5.1.1 The email account that you tried to reach does not exist\r\n"
         ));
-        assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nFrom: a@b.example\r\nSubject: Hi\r\n"));
+        assert!(text.contains(
+            "Content-Type: text/rfc822-headers\r\n\r\nFrom: a@b.example\r\nSubject: Hi\r\n"
+        ));
         assert!(!text.contains("body that stays out"));
         let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
         assert_eq!(parsed.parts.len(), 4, "the report and its three parts");

@@ -40,6 +40,38 @@ pub struct RelayCertificate {
     pub info: CertificateInfo,
 }
 
+/// Where the certificate and key are, and whether mailgate makes them.
+fn paths(config: &RelayConfig, data_dir: &Path) -> (PathBuf, PathBuf, bool) {
+    match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone(), false),
+        _ => (
+            data_dir.join("relay-cert.pem"),
+            data_dir.join("relay-key.pem"),
+            true,
+        ),
+    }
+}
+
+fn fail(path: &Path, message: String) -> CertificateError {
+    CertificateError {
+        path: path.display().to_string(),
+        message,
+    }
+}
+
+/// The certificate as it is on disk, changing nothing (for the doctor, which may run beside
+/// a serving mailgate).
+pub fn inspect(config: &RelayConfig, data_dir: &Path) -> Result<CertificateInfo, CertificateError> {
+    let (cert_path, _, self_signed) = paths(config, data_dir);
+    let chain = read_chain(&cert_path).map_err(|e| fail(&cert_path, e))?;
+    Ok(CertificateInfo {
+        fingerprint: fingerprint(&chain[0]),
+        not_after: not_after(&chain[0]).map_err(|e| fail(&cert_path, e))?,
+        self_signed,
+        path: cert_path,
+    })
+}
+
 impl RelayCertificate {
     /// The configured pair, or the self-signed one in `data_dir` (made when missing or near
     /// its end).
@@ -48,18 +80,7 @@ impl RelayCertificate {
         data_dir: &Path,
         now: Timestamp,
     ) -> Result<Self, CertificateError> {
-        let (cert_path, key_path, self_signed) = match (&config.cert_file, &config.key_file) {
-            (Some(cert), Some(key)) => (cert.clone(), key.clone(), false),
-            _ => (
-                data_dir.join("relay-cert.pem"),
-                data_dir.join("relay-key.pem"),
-                true,
-            ),
-        };
-        let fail = |path: &Path, message: String| CertificateError {
-            path: path.display().to_string(),
-            message,
-        };
+        let (cert_path, key_path, self_signed) = paths(config, data_dir);
         if self_signed {
             let expiring = read_chain(&cert_path)
                 .ok()
@@ -70,15 +91,10 @@ impl RelayCertificate {
                     .map_err(|e| fail(&cert_path, e))?;
             }
         }
+        let info = inspect(config, data_dir)?;
         let chain = read_chain(&cert_path).map_err(|e| fail(&cert_path, e))?;
         let key = PrivateKeyDer::from_pem_file(&key_path)
             .map_err(|e| fail(&key_path, format!("no private key in it ({e})")))?;
-        let info = CertificateInfo {
-            fingerprint: fingerprint(&chain[0]),
-            not_after: not_after(&chain[0]).map_err(|e| fail(&cert_path, e))?,
-            self_signed,
-            path: cert_path.clone(),
-        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server_config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -124,9 +140,8 @@ fn make_self_signed(
     now: Timestamp,
 ) -> Result<(), String> {
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params =
-        CertificateParams::new(vec![hostname.to_string(), "localhost".to_string()])
-            .map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::new(vec![hostname.to_string(), "localhost".to_string()])
+        .map_err(|e| e.to_string())?;
     params
         .subject_alt_names
         .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
@@ -134,8 +149,8 @@ fn make_self_signed(
     params
         .distinguished_name
         .push(DnType::CommonName, format!("mailgate relay {hostname}"));
-    let start = time::OffsetDateTime::from_unix_timestamp(now - 86_400)
-        .map_err(|e| e.to_string())?;
+    let start =
+        time::OffsetDateTime::from_unix_timestamp(now - 86_400).map_err(|e| e.to_string())?;
     params.not_before = start;
     params.not_after = start + time::Duration::days(SELF_SIGNED_DAYS);
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;

@@ -22,8 +22,8 @@ pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use messages::{
-    Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage, Settlement,
-    Unreported,
+    Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage,
+    Settlement, Unreported,
 };
 pub use oauth_states::{OauthState, StateLookup};
 pub use relay_credentials::{LiveCredential, RelayCredentialRecord};

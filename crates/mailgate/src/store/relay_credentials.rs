@@ -112,3 +112,16 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Messages the relay took since `since`.
+    pub async fn relayed_since(&self, since: Timestamp) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages WHERE origin = 'relay' AND created_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
+    }
+}

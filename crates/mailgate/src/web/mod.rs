@@ -63,6 +63,8 @@ pub fn router(app: Arc<App>) -> Router {
             get(pages::api_keys::list).post(pages::api_keys::create),
         )
         .route("/api-keys/{id}/revoke", post(pages::api_keys::revoke))
+        .route("/relay", get(pages::relay::show).post(pages::relay::create))
+        .route("/relay/{id}/revoke", post(pages::relay::revoke))
         .route("/doctor", post(pages::google_setup::check))
         .route("/readyz", get(pages::ops::ready))
         .route("/metrics", get(pages::ops::metrics))

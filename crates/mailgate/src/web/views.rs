@@ -85,6 +85,8 @@ pub struct OverviewPage {
     pub doctor: Option<DoctorView>,
     pub queue: Vec<(&'static str, i64)>,
     pub chart: super::chart::Chart,
+    /// The relay's listeners, and the messages it took today (UTC).
+    pub relay: Option<(RelayView, i64)>,
 }
 
 /// The Emails filters as typed, to refill the form.
@@ -167,6 +169,42 @@ pub struct ApiKeysPage {
     pub base: String,
     pub error: Option<String>,
     pub keys: Vec<ApiKeyRow>,
+}
+
+pub struct RelayCredentialRow {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub senders: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: bool,
+}
+
+/// The relay's listeners and certificate, as the relay page and the Overview show them.
+pub struct RelayView {
+    pub host: String,
+    pub submission: Option<String>,
+    pub submission_port: Option<u16>,
+    pub implicit_tls: Option<String>,
+    pub fingerprint: String,
+    pub self_signed: bool,
+    pub certificate_path: String,
+    pub expires: String,
+    pub sessions: usize,
+    pub trusted_networks: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "relay.html")]
+pub struct RelayPage {
+    pub chrome: Chrome,
+    /// None when the relay is turned off.
+    pub relay: Option<RelayView>,
+    /// A credential just created: its name and password, shown this once.
+    pub created: Option<(String, String)>,
+    pub error: Option<String>,
+    pub credentials: Vec<RelayCredentialRow>,
 }
 
 #[derive(Template, WebTemplate)]

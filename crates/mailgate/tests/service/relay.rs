@@ -58,7 +58,10 @@ fn write_message(t: &TestApp, subject: &str) -> PathBuf {
 
 /// Runs the Python client off the runtime (gsim and mailgate keep serving); its JSON lines.
 async fn python(args: serde_json::Value) -> Vec<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/service/python/relay_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/service/python/relay_client.py"
+    );
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
@@ -296,13 +299,18 @@ async fn the_relay_refuses_clearly_and_limits_failed_logins() {
     let port = relay_port(&t);
     let mut c = Raw::connect(port).await;
     let ehlo = c.say("EHLO app.example").await;
-    assert!(ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
+    assert!(
+        ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"),
+        "{ehlo}"
+    );
     assert!(
         c.say(&format!("MAIL FROM:<{ALICE}>"))
             .await
             .starts_with("530 5.7.0")
     );
-    let login = c.say(&format!("AUTH PLAIN {}", plain("flectra", &password))).await;
+    let login = c
+        .say(&format!("AUTH PLAIN {}", plain("flectra", &password)))
+        .await;
     assert!(login.starts_with("235 "), "{login}");
     let refused = c.say(&format!("MAIL FROM:<{ALICE}>")).await;
     assert!(
@@ -314,10 +322,14 @@ async fn the_relay_refuses_clearly_and_limits_failed_logins() {
     let mut c = Raw::connect(port).await;
     c.say("EHLO app.example").await;
     for _ in 0..5 {
-        let wrong = c.say(&format!("AUTH PLAIN {}", plain("flectra", "guess"))).await;
+        let wrong = c
+            .say(&format!("AUTH PLAIN {}", plain("flectra", "guess")))
+            .await;
         assert!(wrong.starts_with("535 5.7.8"), "{wrong}");
     }
-    let limited = c.say(&format!("AUTH PLAIN {}", plain("flectra", &password))).await;
+    let limited = c
+        .say(&format!("AUTH PLAIN {}", plain("flectra", &password)))
+        .await;
     assert!(
         limited.starts_with("454 4.7.0"),
         "after 5 failures even the right password waits: {limited}"
@@ -333,7 +345,9 @@ async fn a_revoked_credential_no_longer_logs_in() {
     t.app.revoke_relay_credential(id).await.unwrap();
     let mut c = Raw::connect(relay_port(&t)).await;
     c.say("EHLO printer.example").await;
-    let answer = c.say(&format!("AUTH PLAIN {}", plain("printer", &password))).await;
+    let answer = c
+        .say(&format!("AUTH PLAIN {}", plain("printer", &password)))
+        .await;
     assert!(answer.starts_with("535 "), "{answer}");
     t.finish().await;
 }
@@ -342,14 +356,20 @@ async fn a_revoked_credential_no_longer_logs_in() {
 async fn logged_in(t: &TestApp, name: &str, password: &str) -> Raw {
     let mut c = Raw::connect(relay_port(t)).await;
     c.say("EHLO app.example").await;
-    let login = c.say(&format!("AUTH PLAIN {}", plain(name, password))).await;
+    let login = c
+        .say(&format!("AUTH PLAIN {}", plain(name, password)))
+        .await;
     assert!(login.starts_with("235 "), "{login}");
     c
 }
 
 /// MAIL, RCPT for each of `to`, DATA and the message; the final reply.
 async fn transaction(c: &mut Raw, to: &[String], message: &str) -> String {
-    assert!(c.say(&format!("MAIL FROM:<{ALICE}>")).await.starts_with("250"));
+    assert!(
+        c.say(&format!("MAIL FROM:<{ALICE}>"))
+            .await
+            .starts_with("250")
+    );
     for rcpt in to {
         let answer = c.say(&format!("RCPT TO:<{rcpt}>")).await;
         assert!(answer.starts_with("250"), "{answer}");
@@ -479,10 +499,16 @@ async fn a_permanent_failure_after_250_sends_one_report_to_the_envelope_sender()
             .unwrap();
     };
     let text = String::from_utf8_lossy(&report.raw);
-    assert!(text.contains("multipart/report; report-type=delivery-status"), "{text}");
+    assert!(
+        text.contains("multipart/report; report-type=delivery-status"),
+        "{text}"
+    );
     assert!(text.contains(&format!("Final-Recipient: rfc822; {BOB}")));
     assert!(text.contains("Status: 5.1.1"));
-    assert!(text.contains("Subject: doomed"), "the original header is included");
+    assert!(
+        text.contains("Subject: doomed"),
+        "the original header is included"
+    );
     // The report itself is not reported on, and a second look finds nothing more to say.
     assert_eq!(t.app.send_bounces().await.unwrap(), 0);
     t.finish().await;
@@ -514,5 +540,148 @@ async fn a_null_sender_gets_no_report() {
     t.wait_state(&id, "failed").await;
     assert_eq!(t.app.send_bounces().await.unwrap(), 0);
     assert!(t.gsim.world().deliveries(0).is_empty());
+    t.finish().await;
+}
+
+/// `mailgate relay-credentials …` against this installation's database.
+async fn shell(t: &TestApp, args: &[&str]) -> std::process::Output {
+    let env = t.process_env();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .env_clear()
+            .envs(env)
+            .arg("relay-credentials")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn credentials_made_in_the_shell_log_in_to_the_relay_until_revoked() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let created = shell(&t, &["create", "--name", "scanner", "--sender", ALICE]).await;
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let password = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        password.starts_with("mgr_") && password.len() > 40,
+        "{password}"
+    );
+    let list = String::from_utf8(shell(&t, &["list"]).await.stdout).unwrap();
+    assert!(
+        list.starts_with(&format!(
+            "1\tscanner\t{}…\t{ALICE}\tnever used",
+            &password[..10]
+        )),
+        "{list}"
+    );
+    assert!(!list.contains(&password));
+    let mut c = logged_in(&t, "scanner", &password).await;
+    c.say("QUIT").await;
+    let list = String::from_utf8(shell(&t, &["list"]).await.stdout).unwrap();
+    assert!(list.contains("\tlast used "), "{list}");
+    let again = shell(&t, &["create", "--name", "scanner"]).await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let bad = shell(&t, &["create", "--name", "has space"]).await;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("SMTP username"));
+    assert!(shell(&t, &["revoke", "1"]).await.status.success());
+    let mut c = Raw::connect(relay_port(&t)).await;
+    c.say("EHLO scanner.example").await;
+    let refused = c
+        .say(&format!("AUTH PLAIN {}", plain("scanner", &password)))
+        .await;
+    assert!(refused.starts_with("535 "), "{refused}");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_relay_page_shows_a_new_password_once_with_the_settings_for_odoo() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let page = t.visit("/relay").await;
+    assert!(page.has(&t.app.relay.listening.get().unwrap().certificate.fingerprint));
+    let created = t
+        .submit(
+            "/relay",
+            &[("name", "flectra"), ("senders", "@shop.example")],
+        )
+        .await;
+    assert_eq!(created.status, reqwest::StatusCode::OK, "{}", created.body);
+    let password = created
+        .body
+        .split("id=\"relay-password\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the password on the page")
+        .to_string();
+    assert!(created.has("Connection Security") && created.has("TLS (STARTTLS)"));
+    assert!(created.has(&format!("<code>{}</code>", relay_port(&t))));
+    assert!(
+        t.app
+            .authenticate_relay("flectra", &password)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let later = t.visit("/relay").await;
+    assert!(!later.has(&password), "shown once");
+    assert!(later.has("@shop.example") && later.has(&password[..10]));
+    let bad = t
+        .submit("/relay", &[("name", "x y"), ("senders", "nope")])
+        .await;
+    assert_eq!(bad.status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(bad.has("SMTP username") && bad.has("nope"));
+    let overview = t.visit("/").await;
+    assert!(overview.has("SMTP relay") && overview.has("Messages today"));
+    let report = t.app.doctor().await.unwrap();
+    let relay = report
+        .checks
+        .iter()
+        .find(|c| c.id == "relay")
+        .expect("a relay check");
+    assert_eq!(
+        relay.status,
+        mailgate::app::doctor::Status::Pass,
+        "{relay:?}"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn past_the_session_cap_a_client_hears_421_and_on_stop_every_session_does() {
+    let mut t = spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_RELAY_MAX_SESSIONS".into(), "2".into());
+    })
+    .await;
+    let port = relay_port(&t);
+    let mut first = Raw::connect(port).await;
+    let mut second = Raw::connect(port).await;
+    let mut third = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    let mut line = String::new();
+    third.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("421 4.3.2"), "{line}");
+    assert!(second.say("NOOP").await.starts_with("250"));
+    // Both sessions wait for their client; stopping tells them so and ends them.
+    t.stop_service().await;
+    for session in [&mut first, &mut second] {
+        let bye = session.reply().await;
+        assert!(bye.starts_with("421 4.3.2"), "{bye}");
+    }
     t.finish().await;
 }

@@ -113,8 +113,13 @@ pub async fn overview(
         .hourly_outcomes(now - 24 * 3600)
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
+    let relay = match super::relay::relay_view(&app) {
+        Some(view) => Some((view, app.relayed_today().await?)),
+        None => None,
+    };
     Ok(OverviewPage {
         chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&app, &headers)),
+        relay,
         warnings,
         steps,
         doctor,

@@ -8,6 +8,7 @@ pub mod gmail;
 pub mod google_setup;
 pub mod home;
 pub mod ops;
+pub mod relay;
 pub mod servers;
 pub mod settings;
 
