@@ -47,6 +47,8 @@ pub struct Installation {
     pub dir: PathBuf,
     pub env: BTreeMap<String, String>,
     pub port: u16,
+    /// The SMTP relay's submission port.
+    pub relay_port: u16,
     pub api_key: String,
     postgres_admin: Option<(String, String)>,
 }
@@ -56,6 +58,9 @@ impl Installation {
     /// delayed wire in front of it).
     pub async fn new(gsim: &Gsim, backend: &str, smtp: SocketAddr) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let relay_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let dir = std::env::temp_dir().join(format!("queue-bench-{}-{port}", std::process::id()));
@@ -82,7 +87,7 @@ impl Installation {
             ("MAILGATE_DATA_DIR", dir.display().to_string()),
             ("MAILGATE_DATABASE_URL", database_url),
             ("MAILGATE_HTTP_ADDR", format!("127.0.0.1:{port}")),
-            ("MAILGATE_RELAY_ADDR", "127.0.0.1:0".to_string()),
+            ("MAILGATE_RELAY_ADDR", format!("127.0.0.1:{relay_port}")),
             ("MAILGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}")),
             ("MAILGATE_GOOGLE_TOKEN_URL", format!("{}/token", e.http)),
             (
@@ -100,6 +105,7 @@ impl Installation {
             dir,
             env,
             port,
+            relay_port,
             api_key: String::new(),
             postgres_admin,
         };

@@ -685,3 +685,21 @@ async fn past_the_session_cap_a_client_hears_421_and_on_stop_every_session_does(
     }
     t.finish().await;
 }
+
+#[tokio::test]
+async fn flectras_test_connection_succeeds_and_sends_nothing() {
+    let t = spawn(Db::Sqlite).await;
+    let password = relay_ready(&t, "flectra", "").await;
+    let mut args = client_args(&t, &password, "PLAIN");
+    args["test_connection"] = true.into();
+    args["from"] = "noreply@shop.example".into();
+    args["to"] = serde_json::json!(["noreply@flectrahq.com"]);
+    assert_eq!(
+        python(args).await,
+        vec![serde_json::json!({"mail": 250, "rcpt": 250, "data": 354})],
+        "what Flectra needs to say \"Connection Test Successful!\""
+    );
+    let counts = t.app.queue_counts().await.unwrap();
+    assert!(counts.iter().all(|(_, n)| *n == 0), "{counts:?}");
+    t.finish().await;
+}

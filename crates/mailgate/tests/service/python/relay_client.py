@@ -3,7 +3,12 @@ SMTP(host, port), starttls(), login(), then send_message() (or sendmail() with t
 are). One JSON argument; prints one JSON line per message: the reply code, or the refusal.
 
   {"host", "port", "cafile", "user", "password", "mechanism": "PLAIN" | "LOGIN",
-   "sessions": 1, "from", "to": [...], "messages": ["path", ...], "odoo": true}
+   "sessions": 1, "from", "to": [...], "messages": ["path", ...], "odoo": true,
+   "test_connection": true}
+
+With "test_connection", it does what Flectra's "Test Connection" does
+(ir.mail_server.test_smtp_connection): MAIL FROM, RCPT TO, DATA expecting 354, then closes the
+connection without sending anything.
 """
 import json
 import smtplib
@@ -27,7 +32,15 @@ for _ in range(args.get("sessions", 1)):
         print(json.dumps({"auth": e.smtp_code, "text": e.smtp_error.decode()}))
         smtp.quit()
         continue
-    for path in args["messages"]:
+    if args.get("test_connection"):
+        code, _ = smtp.mail(args["from"])
+        rcpt, _ = smtp.rcpt(args["to"][0])
+        smtp.putcmd("data")
+        data, _ = smtp.getreply()
+        print(json.dumps({"mail": code, "rcpt": rcpt, "data": data}))
+        smtp.close()
+        continue
+    for path in args.get("messages", []):
         raw = open(path, "rb").read()
         try:
             if args.get("odoo"):

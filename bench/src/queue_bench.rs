@@ -17,9 +17,7 @@
 //!   database;
 //! - memory: H messages queued; peak resident memory once the first N are delivered.
 
-mod direct;
-mod install;
-mod wire;
+use mailgate_bench::{direct, install, wire};
 
 use std::time::{Duration, Instant};
 
