@@ -162,11 +162,7 @@ async fn delivered(gsim: &Gsim, target: u64) -> anyhow::Result<()> {
 }
 
 /// One relay measurement: (250s per second, deliveries per second).
-async fn relay(
-    gsim: &Gsim,
-    o: &Options,
-    per_session: usize,
-) -> anyhow::Result<(f64, f64)> {
+async fn relay(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<(f64, f64)> {
     let install = Installation::new(gsim, "sqlite", gsim.endpoints().smtp_starttls).await?;
     let app = install.open().await?;
     let password = app
@@ -188,7 +184,15 @@ async fn relay(
     };
     let before = accepted_so_far(gsim);
     let started = Instant::now();
-    let accepted = send(&connector, &target, login, o.messages, per_session, o.clients).await?;
+    let accepted = send(
+        &connector,
+        &target,
+        login,
+        o.messages,
+        per_session,
+        o.clients,
+    )
+    .await?;
     delivered(gsim, before + u64::try_from(o.messages)?).await?;
     let all = started.elapsed();
     served.stop().await?;

@@ -95,11 +95,26 @@ impl RelayCertificate {
         let chain = read_chain(&cert_path).map_err(|e| fail(&cert_path, e))?;
         let key = PrivateKeyDer::from_pem_file(&key_path)
             .map_err(|e| fail(&key_path, format!("no private key in it ({e})")))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = ServerConfig::builder_with_provider(provider)
+        // The SHA-256 suites first, and the server's order wins: a relay session is mostly its
+        // handshake, and SHA-256 has the CPU's instructions where SHA-384 has none.
+        use rustls::crypto::ring::cipher_suite as suite;
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ];
+        let mut server_config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
             .map_err(|e| fail(&cert_path, e.to_string()))?;
+        server_config.ignore_client_order = true;
         Ok(Self {
             server_config: Arc::new(server_config),
             info,
