@@ -703,3 +703,75 @@ async fn flectras_test_connection_succeeds_and_sends_nothing() {
     assert!(counts.iter().all(|(_, n)| *n == 0), "{counts:?}");
     t.finish().await;
 }
+
+#[tokio::test]
+async fn the_implicit_tls_listener_takes_a_login_and_a_message() {
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_RELAY_TLS_ADDR".into(), "127.0.0.1:0".into());
+    })
+    .await;
+    let password = relay_ready(&t, "flectra", "").await;
+    let tls_port = t
+        .app
+        .relay
+        .listening
+        .get()
+        .unwrap()
+        .tls_addr
+        .unwrap()
+        .port();
+    let mut args = client_args(&t, &password, "PLAIN");
+    args["port"] = tls_port.into();
+    args["implicit_tls"] = true.into();
+    args["messages"] = serde_json::json!([write_message(&t, "implicit-tls")]);
+    assert_eq!(python(args).await, vec![serde_json::json!({"code": 250})]);
+    delivered(&t, "<implicit-tls@shop.example>", 1).await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_trusted_network_sends_without_logging_in_and_others_still_must() {
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert(
+            "MAILGATE_RELAY_TRUSTED_NETWORKS".into(),
+            "127.0.0.2/32".into(),
+        );
+    })
+    .await;
+    t.sending_as_alice().await;
+    let port = relay_port(&t);
+    // 127.0.0.1 is not in the trusted network: it must log in.
+    let mut untrusted = Raw::connect(port).await;
+    untrusted.say("EHLO app.example").await;
+    assert!(
+        untrusted
+            .say(&format!("MAIL FROM:<{ALICE}>"))
+            .await
+            .starts_with("530 5.7.0")
+    );
+    // A printer at 127.0.0.2 sends as it is.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let (read, writer) = tokio::io::split(stream);
+    let mut printer = Raw {
+        reader: BufReader::new(read),
+        writer,
+    };
+    assert!(printer.reply().await.starts_with("220 "));
+    printer.say("EHLO printer.example").await;
+    let answer = transaction(&mut printer, &[BOB.to_string()], &raw_message("scan")).await;
+    assert!(answer.starts_with("250 2.0.0 OK "), "{answer}");
+    let d = &delivered(&t, "<scan@shop.example>", 1).await[0];
+    let (trace, _) = without_trace(&d.raw);
+    assert!(
+        trace
+            .iter()
+            .any(|f| f.contains("[127.0.0.2]") && f.contains("with ESMTP id")),
+        "no login, no TLS, said so: {trace:?}"
+    );
+    t.finish().await;
+}

@@ -4,7 +4,7 @@ are). One JSON argument; prints one JSON line per message: the reply code, or th
 
   {"host", "port", "cafile", "user", "password", "mechanism": "PLAIN" | "LOGIN",
    "sessions": 1, "from", "to": [...], "messages": ["path", ...], "odoo": true,
-   "test_connection": true}
+   "test_connection": true, "implicit_tls": true}
 
 With "test_connection", it does what Flectra's "Test Connection" does
 (ir.mail_server.test_smtp_connection): MAIL FROM, RCPT TO, DATA expecting 354, then closes the
@@ -19,8 +19,11 @@ from email import message_from_bytes, policy
 args = json.loads(sys.argv[1])
 context = ssl.create_default_context(cafile=args["cafile"])
 for _ in range(args.get("sessions", 1)):
-    smtp = smtplib.SMTP(args["host"], args["port"], timeout=30)
-    smtp.starttls(context=context)
+    if args.get("implicit_tls"):
+        smtp = smtplib.SMTP_SSL(args["host"], args["port"], timeout=30, context=context)
+    else:
+        smtp = smtplib.SMTP(args["host"], args["port"], timeout=30)
+        smtp.starttls(context=context)
     try:
         if args.get("mechanism", "PLAIN") == "LOGIN":
             smtp.ehlo()
