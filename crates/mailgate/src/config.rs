@@ -83,6 +83,9 @@ pub struct Config {
     pub history_days: i64,
     /// Seconds an SMTP server may take to answer a command or to take the next part of a message.
     pub smtp_timeout_secs: u64,
+    /// Seconds without a heartbeat after which an instance counts as dead and the others take
+    /// back the messages it held.
+    pub instance_timeout_secs: i64,
     /// Seconds a browser or API client may take to send its request head, or to send the next
     /// piece of its body.
     pub http_timeout_secs: u64,
@@ -130,6 +133,7 @@ struct RawConfig {
     retention_days: Option<i64>,
     history_days: Option<i64>,
     smtp_timeout_secs: Option<u64>,
+    instance_timeout_secs: Option<i64>,
     http_timeout_secs: Option<u64>,
     trusted_proxies: Option<OneOrMany>,
     #[serde(default)]
@@ -207,6 +211,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "retention_days",
     "history_days",
     "smtp_timeout_secs",
+    "instance_timeout_secs",
     "http_timeout_secs",
     "relay.max_sessions",
     "relay.max_recipients",
@@ -239,6 +244,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MAILGATE_RETENTION_DAYS", "retention_days"),
     ("MAILGATE_HISTORY_DAYS", "history_days"),
     ("MAILGATE_SMTP_TIMEOUT_SECS", "smtp_timeout_secs"),
+    ("MAILGATE_INSTANCE_TIMEOUT_SECS", "instance_timeout_secs"),
     ("MAILGATE_HTTP_TIMEOUT_SECS", "http_timeout_secs"),
     ("MAILGATE_TRUSTED_PROXIES", "trusted_proxies"),
     ("MAILGATE_RELAY_ADDR", "relay.addr"),
@@ -374,6 +380,7 @@ impl Config {
         let retention_days = number("retention_days", raw.retention_days, 7)?;
         let history_days = number("history_days", raw.history_days, 90)?;
         let smtp_timeout_secs = number("smtp_timeout_secs", raw.smtp_timeout_secs, 60)?;
+        let instance_timeout_secs = number("instance_timeout_secs", raw.instance_timeout_secs, 15)?;
         let http_timeout_secs = number("http_timeout_secs", raw.http_timeout_secs, 30)?;
         let trusted_proxies = raw
             .trusted_proxies
@@ -404,6 +411,7 @@ impl Config {
             retention_days,
             history_days,
             smtp_timeout_secs,
+            instance_timeout_secs,
             http_timeout_secs,
             trusted_proxies,
             relay,

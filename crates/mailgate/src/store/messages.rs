@@ -421,23 +421,6 @@ impl Store {
         Ok(())
     }
 
-    /// At start: messages this instance had leased when it stopped (a crash) are due again now.
-    pub async fn release_owner_leases(
-        &self,
-        owner: &str,
-        now: Timestamp,
-    ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
-             next_attempt_at = $1, updated_at = $1 WHERE state IN ('queued', 'deferred', 'sending') AND state = 'sending' AND lease_owner = $2",
-        )
-        .bind(now)
-        .bind(owner)
-        .execute(self.writes())
-        .await?
-        .rows_affected())
-    }
-
     /// Held messages of these servers go back to the queue (their Google account was reconnected).
     pub async fn release_held(
         &self,

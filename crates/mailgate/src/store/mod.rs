@@ -5,6 +5,7 @@
 mod admins;
 mod api_keys;
 mod connections;
+mod instances;
 mod messages;
 mod oauth_states;
 mod relay_credentials;
@@ -21,6 +22,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
+pub use instances::InstanceRecord;
 pub use messages::{
     Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage,
     Settlement, Unreported,

@@ -87,6 +87,8 @@ pub struct OverviewPage {
     pub chart: super::chart::Chart,
     /// The relay's listeners, and the messages it took today (UTC).
     pub relay: Option<(RelayView, i64)>,
+    /// Instances sharing the queue: (host, HTTP address, started, last heartbeat).
+    pub instances: Vec<(String, String, String, String)>,
 }
 
 /// The Emails filters as typed, to refill the form.

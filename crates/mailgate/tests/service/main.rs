@@ -12,6 +12,7 @@ mod database;
 mod delivery;
 mod doctor;
 mod emails;
+mod instances;
 mod logs;
 mod relay;
 mod servers;

@@ -59,6 +59,8 @@ const IDLE_REUSE: Duration = Duration::from_secs(60);
 /// instances add messages without ringing this process's bell.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: i64 = 3600;
+/// Seconds between heartbeats; `instance_timeout_secs` should be a few of them.
+const HEARTBEAT_EVERY: i64 = 3;
 /// Seconds between looks for failed relayed messages whose sender was not told yet.
 const BOUNCES_EVERY: i64 = 300;
 
@@ -78,6 +80,7 @@ pub struct Dispatcher {
     settled: Notify,
     last_purge: Mutex<Timestamp>,
     last_bounces: Mutex<Timestamp>,
+    last_heartbeat: Mutex<Timestamp>,
     /// A message failed for good here since the last look for failures to report.
     pub(super) failed_since_bounces: AtomicBool,
     last_renewal: Mutex<Timestamp>,
@@ -107,10 +110,10 @@ fn hostname() -> String {
 }
 
 impl Dispatcher {
-    /// The owner name is stable across restarts of this instance (host and port), so a restart
-    /// takes back at once what a crash left leased.
+    /// The owner is a random id for this run of this instance: two instances never share one,
+    /// whatever their host names and ports.
     pub fn new(app: Arc<App>) -> Arc<Self> {
-        let owner = format!("{}:{}", hostname(), app.config.http_addr.port());
+        let owner = format!("{}-{}", hostname(), &crate::crypto::random_token()[..12]);
         Arc::new(Self {
             app,
             owner,
@@ -125,6 +128,7 @@ impl Dispatcher {
             settled: Notify::new(),
             last_purge: Mutex::new(0),
             last_bounces: Mutex::new(0),
+            last_heartbeat: Mutex::new(0),
             failed_since_bounces: AtomicBool::new(false),
             last_renewal: Mutex::new(0),
         })
@@ -136,14 +140,7 @@ impl Dispatcher {
 
     /// Runs until `shutdown` flips, then finishes the messages in hand and gives the rest back.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        if let Err(e) = self
-            .app
-            .store
-            .release_owner_leases(&self.owner, self.app.now())
-            .await
-        {
-            tracing::error!("cannot take back leases from before a restart: {e}");
-        }
+        self.register().await;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -173,6 +170,7 @@ impl Dispatcher {
     /// Renews the leases in hand when due, claims what is due (as much as there is room for) and
     /// hands it to the lanes. Returns how many messages it claimed.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        self.heartbeat_now_and_then().await;
         self.purge_now_and_then().await;
         self.bounce_now_and_then().await;
         self.renew_now_and_then().await?;
@@ -315,6 +313,58 @@ impl Dispatcher {
         }
     }
 
+    /// Announces this instance. On SQLite, which one process serves, whatever another run left
+    /// leased (a crash) is due again at once; on PostgreSQL the heartbeat decides who is dead.
+    async fn register(&self) {
+        let now = self.app.now();
+        let instance = crate::store::InstanceRecord {
+            id: self.owner.clone(),
+            host: hostname(),
+            http_addr: self.app.config.http_addr.to_string(),
+            started_at: now,
+            heartbeat_at: now,
+        };
+        if let Err(e) = self.app.store.register_instance(&instance).await {
+            tracing::error!("cannot register this instance: {e}");
+        }
+        if self.app.store.backend() == crate::store::Backend::Sqlite {
+            match self
+                .app
+                .store
+                .release_foreign_leases(&self.owner, now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    released = n,
+                    "messages left in flight by an earlier run are due again"
+                ),
+                Err(e) => tracing::error!("cannot take back leases from before a restart: {e}"),
+            }
+        }
+    }
+
+    /// Beats every [`HEARTBEAT_EVERY`] seconds, and takes back the messages of instances silent
+    /// for `instance_timeout_secs`.
+    async fn heartbeat_now_and_then(&self) {
+        let now = self.app.now();
+        if !due(&self.last_heartbeat, HEARTBEAT_EVERY, now) {
+            return;
+        }
+        let cutoff = now - self.app.config.instance_timeout_secs;
+        match self.app.store.heartbeat(&self.owner, now, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    released = n,
+                    "took back the messages of an instance that stopped beating"
+                );
+                self.app.outbox_wake.notify_one();
+            }
+            Err(e) => tracing::error!("heartbeat: {e}"),
+        }
+    }
+
     /// Reports relayed messages that failed for good: at once after a failure settles here,
     /// and now and then for failures settled elsewhere (another instance, a restart).
     async fn bounce_now_and_then(&self) {
@@ -402,5 +452,22 @@ impl Dispatcher {
         for session in sessions {
             session.quit().await;
         }
+        // Gone for good: nothing to take back. With messages still in hand the row stays, and
+        // goes stale, so another instance takes them back.
+        if self.lock_lanes().in_hand.is_empty()
+            && let Err(e) = self.app.store.remove_instance(&self.owner).await
+        {
+            tracing::warn!("cannot remove this instance's row: {e}");
+        }
+    }
+}
+
+impl App {
+    /// The instances sharing this database that beat recently, for the Overview.
+    pub async fn live_instances(
+        &self,
+    ) -> Result<Vec<crate::store::InstanceRecord>, crate::store::StoreError> {
+        let cutoff = self.now() - self.config.instance_timeout_secs;
+        self.store.live_instances(cutoff).await
     }
 }

@@ -117,9 +117,24 @@ pub async fn overview(
         Some(view) => Some((view, app.relayed_today().await?)),
         None => None,
     };
+    let instances = app
+        .live_instances()
+        .await
+        .map_err(crate::app::AppError::from)?
+        .into_iter()
+        .map(|i| {
+            (
+                i.host,
+                i.http_addr,
+                relative(i.started_at, now),
+                relative(i.heartbeat_at, now),
+            )
+        })
+        .collect();
     Ok(OverviewPage {
         chrome: Chrome::admin(&admin, "overview", Flash::from_headers(&app, &headers)),
         relay,
+        instances,
         warnings,
         steps,
         doctor,
