@@ -226,6 +226,9 @@ pub struct Counters {
     pub revocations: u64,
     /// SMTP sessions a `hold` fault is holding right now.
     pub smtp_held: u64,
+    /// Per account, the most authenticated SMTP sessions it had open at once: what a client
+    /// (or several instances of one) asked of Gmail's concurrency limit.
+    pub smtp_peak_sessions: BTreeMap<String, u64>,
 }
 
 /// Where in an SMTP session a fault fires: just before gsim would answer that command.
@@ -406,6 +409,15 @@ impl World {
                 return None;
             }
             *open += 1;
+            let now_open = *open as u64;
+            if protocol == Protocol::Smtp {
+                let peak = s
+                    .counters
+                    .smtp_peak_sessions
+                    .entry(account.to_string())
+                    .or_default();
+                *peak = (*peak).max(now_open);
+            }
             Some(ConnectionSlot {
                 world: Arc::clone(self),
                 key,

@@ -599,6 +599,12 @@ async fn too_many_sessions_for_one_account_get_421() {
         }
     }
     assert!(freed, "a slot is released when its session ends");
+    let peaks = gsim.world().counters().smtp_peak_sessions;
+    assert_eq!(
+        peaks.get(ALICE),
+        Some(&2),
+        "the peak is what was open at once, not what was refused: {peaks:?}"
+    );
 }
 
 #[tokio::test]
