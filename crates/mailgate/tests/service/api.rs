@@ -46,7 +46,10 @@ async fn keys_are_required_shown_once_stored_hashed_and_revocable() {
     assert!(list.has("Flectra"));
     assert!(!list.has(&key), "never shown again");
     assert!(
-        !t.db_files().windows(key.len()).any(|w| w == key.as_bytes()),
+        !t.db_files()
+            .await
+            .windows(key.len())
+            .any(|w| w == key.as_bytes()),
         "stored as a hash"
     );
 

@@ -69,7 +69,7 @@ async fn the_seed_flow_ends_with_gmail_token_valid_and_tokens_sealed() {
     let connection = t.app.store.connection(ALICE).await.unwrap().unwrap();
     assert_eq!(connection.client_id, CLIENT_ID);
     let refresh = t.refresh_token_at_google(ALICE);
-    let db = t.db_files();
+    let db = t.db_files().await;
     assert!(
         !db.windows(refresh.len()).any(|w| w == refresh.as_bytes()),
         "no plain refresh token in the database"

@@ -28,7 +28,7 @@ fn config_of(t: &TestApp) -> Config {
 
 #[tokio::test]
 async fn a_database_from_a_newer_mailgate_is_refused_with_a_message_saying_so() {
-    let t = spawn(Db::Sqlite).await;
+    let t = spawn(Db::SqliteFile).await;
     let status = t.app.store.schema_status().await.unwrap();
     assert!(status.is_current());
     // Reopening a current database is a no-op.
@@ -112,7 +112,7 @@ async fn postgres_runs_the_whole_seed_flow_with_tokens_sealed() {
 #[tokio::test]
 async fn the_database_knows_its_key_a_lost_key_file_is_not_replaced_and_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let t = spawn(Db::Sqlite).await;
+    let t = spawn(Db::SqliteFile).await;
     t.create_admin().await;
     t.save_credentials().await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -431,19 +431,32 @@ async fn a_token_outage_is_a_250_and_a_deferral_then_delivery() {
 async fn a_queue_that_cannot_commit_answers_451_and_sends_nothing() {
     let t = spawn(Db::Sqlite).await;
     let password = relay_ready(&t, "flectra", "").await;
-    sqlx::query(
-        "CREATE TRIGGER no_room BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
-    .execute(t.app.store.pool())
-    .await
-    .unwrap();
+    let postgres = t.app.store.backend() == mailgate::store::Backend::Postgres;
+    let refuse: &[&str] = if postgres {
+        &[
+            "CREATE FUNCTION no_room() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER no_room BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION no_room()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER no_room BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+        ]
+    };
+    for sql in refuse {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(t.app.store.pool())
+            .await
+            .unwrap();
+    }
     let mut c = logged_in(&t, "flectra", &password).await;
     let answer = transaction(&mut c, &[BOB.to_string()], &raw_message("no-room")).await;
     assert!(answer.starts_with("451 4.3.0"), "{answer}");
-    sqlx::query("DROP TRIGGER no_room")
-        .execute(t.app.store.pool())
-        .await
-        .unwrap();
+    let drop = if postgres {
+        "DROP TRIGGER no_room ON messages"
+    } else {
+        "DROP TRIGGER no_room"
+    };
+    sqlx::query(drop).execute(t.app.store.pool()).await.unwrap();
     let counts = t.app.queue_counts().await.unwrap();
     assert!(
         counts.iter().all(|(_, n)| *n == 0),

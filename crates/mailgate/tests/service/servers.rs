@@ -99,7 +99,7 @@ async fn servers_are_listed_changed_and_deleted() {
         .trim_start_matches("/servers/")
         .parse()
         .unwrap();
-    let db = t.db_files();
+    let db = t.db_files().await;
     assert!(
         !db.windows(16).any(|w| w == b"relay password 1"),
         "SMTP passwords are sealed too"

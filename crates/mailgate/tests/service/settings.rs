@@ -51,7 +51,7 @@ async fn credentials_are_saved_and_the_secret_never_comes_back() {
         CLIENT_SECRET
     );
 
-    let db = t.db_files();
+    let db = t.db_files().await;
     assert!(
         !db.windows(CLIENT_SECRET.len())
             .any(|w| w == CLIENT_SECRET.as_bytes()),

@@ -26,7 +26,10 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Db {
+    /// The default engine: SQLite, or PostgreSQL under `MAILGATE_TEST_ENGINE=postgres`.
     Sqlite,
+    /// SQLite whatever the environment says: the test is about SQLite's files themselves.
+    SqliteFile,
     Postgres,
 }
 
@@ -91,6 +94,15 @@ async fn admin_pool() -> sqlx::AnyPool {
         .expect("PostgreSQL reachable (start it: pg_ctlcluster ... main start)")
 }
 
+/// `MAILGATE_TEST_ENGINE=postgres` runs every test written for the default engine on
+/// PostgreSQL instead (`.ci/run` runs the suite both ways).
+pub fn default_engine(db: Db) -> Db {
+    match std::env::var("MAILGATE_TEST_ENGINE").as_deref() {
+        Ok("postgres") if db == Db::Sqlite => Db::Postgres,
+        _ => db,
+    }
+}
+
 pub async fn spawn(db: Db) -> TestApp {
     spawn_with(db, |_| {}).await
 }
@@ -105,6 +117,7 @@ pub async fn spawn_at_public_url(public_url: &str) -> TestApp {
 
 /// Starts gsim and mailgate; `tweak` may change mailgate's environment before it starts.
 pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    let db = default_engine(db);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let gsim = Gsim::start(gsim_config(&format!("{base}/google_gmail/confirm")), None)
@@ -116,7 +129,7 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>
         mailgate::crypto::random_token()
     ));
     let (database_url, postgres_db) = match db {
-        Db::Sqlite => (
+        Db::Sqlite | Db::SqliteFile => (
             format!("sqlite://{}", data_dir.join("mailgate.db").display()),
             None,
         ),
@@ -583,7 +596,34 @@ impl TestApp {
         self.app.outbox_wake.notify_one();
     }
 
-    pub fn db_files(&self) -> Vec<u8> {
+    /// Everything the database holds, as bytes: the SQLite files, or every PostgreSQL row as
+    /// text (bytea in hex), for tests that look for secrets in clear.
+    pub async fn db_files(&self) -> Vec<u8> {
+        if self.app.store.backend() == mailgate::store::Backend::Postgres {
+            use sqlx::Row;
+            let tables: Vec<String> = sqlx::query(
+                "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_all(self.app.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("name"))
+            .collect();
+            let mut bytes = Vec::new();
+            for table in tables {
+                let rows: String = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT COALESCE(string_agg(t::text, E'\\n'), '') AS rows FROM \"{table}\" t"
+                )))
+                .fetch_one(self.app.store.pool())
+                .await
+                .unwrap()
+                .get("rows");
+                bytes.extend(rows.into_bytes());
+            }
+            assert!(!bytes.is_empty(), "the database holds rows");
+            return bytes;
+        }
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(&self.data_dir).unwrap() {
             let path = entry.unwrap().path();
