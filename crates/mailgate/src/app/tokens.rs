@@ -1,5 +1,7 @@
 //! Access tokens on demand: refreshed ahead of expiry, one refresh at a time per Google account
-//! (Flectra refreshes with no margin and no lock, and races itself into SMTPServerDisconnected).
+//! (Flectra refreshes with no margin and no lock, and races itself into SMTPServerDisconnected),
+//! in this process and, on PostgreSQL, across every instance sharing the database: the second
+//! instance waits for the first's refresh and then reads its token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,24 @@ impl App {
     pub async fn access_token(&self, email: &str, force: bool) -> Result<SecretString, TokenError> {
         let lock = self.tokens.for_account(email);
         let _one_at_a_time = lock.lock().await;
+        let shared = self
+            .store
+            .lock_shared(&format!("mailgate token refresh {email}"))
+            .await?;
+        let token = self.access_token_locked(email, force).await;
+        if let Some(shared) = shared {
+            shared.release().await;
+        }
+        token
+    }
+
+    /// `access_token` once this account's refresh locks are held: the stored token is read only
+    /// now, so a refresh that finished while this one waited is found and used.
+    async fn access_token_locked(
+        &self,
+        email: &str,
+        force: bool,
+    ) -> Result<SecretString, TokenError> {
         let record = self
             .store
             .connection_secrets(&self.sealer, email)

@@ -6,6 +6,7 @@ mod admins;
 mod api_keys;
 mod connections;
 mod instances;
+mod locks;
 mod messages;
 mod oauth_states;
 mod relay_credentials;
@@ -23,6 +24,7 @@ pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use instances::InstanceRecord;
+pub use locks::SharedLock;
 pub use messages::{
     Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage,
     Settlement, Unreported,

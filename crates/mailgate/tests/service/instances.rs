@@ -85,3 +85,73 @@ async fn a_killed_instances_message_is_taken_over_within_seconds_and_sent_once()
     assert!(stop(second).await.success());
     t.finish().await;
 }
+
+/// Two instances need Alice's token at the same moment, after it expired: one refresh at
+/// Google between them, and both use its token.
+#[tokio::test]
+async fn two_instances_refresh_one_account_once() {
+    use secrecy::ExposeSecret;
+    let t = spawn(Db::Postgres).await;
+    t.sending_as_alice().await;
+    let env: std::collections::BTreeMap<String, String> = t
+        .process_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let config = mailgate::config::Config::from_sources(None, &env).unwrap();
+    let other = mailgate::app::App::open(config, t.clock.clone())
+        .await
+        .unwrap();
+    t.clock.advance(3600);
+    let refreshes = || {
+        t.gsim
+            .world()
+            .counters()
+            .token_requests
+            .get("refresh_token")
+            .and_then(|o| o.get("ok"))
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = refreshes();
+    let (a, b) = tokio::join!(
+        t.app.access_token(ALICE, false),
+        other.access_token(ALICE, false)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(refreshes() - before, 1, "one refresh across both instances");
+    assert_eq!(
+        a.expose_secret(),
+        b.expose_secret(),
+        "both use the new token"
+    );
+    other.store.close().await;
+    t.finish().await;
+}
+
+/// A second instance started with another secret key refuses to start, saying which key it
+/// used, rather than failing on every token later.
+#[tokio::test]
+async fn an_instance_with_another_secret_key_refuses_to_start() {
+    let t = spawn(Db::Postgres).await;
+    t.sending_as_alice().await;
+    let mut env: std::collections::BTreeMap<String, String> = t
+        .process_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    env.insert(
+        "MAILGATE_SECRET_KEY".into(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+    );
+    let config = mailgate::config::Config::from_sources(None, &env).unwrap();
+    let refused = match mailgate::app::App::open(config, t.clock.clone()).await {
+        Ok(_) => panic!("an instance with another key started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains("MAILGATE_SECRET_KEY"),
+        "names the key it used: {refused}"
+    );
+    t.finish().await;
+}
