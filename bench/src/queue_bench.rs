@@ -17,14 +17,13 @@
 //!   database;
 //! - memory: H messages queued; peak resident memory once the first N are delivered.
 
-use mailgate_bench::{direct, install, wire};
+use mailgate_bench::{accepted_so_far, direct, install, median, per_sec, wire};
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gsim::Gsim;
-use gsim::config::{AccountConfig, ClientConfig, PublishingStatus};
-use install::{ACCOUNT, CLIENT_ID, CLIENT_SECRET, Installation, submission};
+use install::{Installation, submission};
 use mailgate::app::delivery::CONNECTIONS_PER_ACCOUNT;
 
 struct Options {
@@ -76,23 +75,6 @@ struct Run {
     logins: u64,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn accepted_so_far(gsim: &Gsim) -> u64 {
-    gsim.world().counters().messages_accepted
-}
-
 /// Waits until gsim has accepted `n` messages more than `before`.
 async fn delivered(gsim: &Gsim, before: u64, n: usize) -> anyhow::Result<()> {
     let mut changes = gsim.world().subscribe_changes();
@@ -103,11 +85,6 @@ async fn delivered(gsim: &Gsim, before: u64, n: usize) -> anyhow::Result<()> {
             .context("deliveries stopped")??;
     }
     Ok(())
-}
-
-#[allow(clippy::cast_precision_loss)]
-fn per_sec(n: usize, took: Duration) -> f64 {
-    n as f64 / took.as_secs_f64()
 }
 
 /// C API clients submit N messages while delivery runs.
@@ -221,14 +198,7 @@ async fn memory(gsim: &Gsim, backend: &str, o: &Options, run: &mut Run) -> anyho
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let o = options()?;
-    let mut config = gsim::Config::empty();
-    let mut client = ClientConfig::web(CLIENT_ID, CLIENT_SECRET, &[]);
-    client.publishing_status = PublishingStatus::Production;
-    config.clients = vec![client];
-    let mut account = AccountConfig::new(ACCOUNT);
-    account.daily_send_limit = u32::MAX;
-    config.accounts = vec![account];
-    let gsim = Gsim::start(config, None).await?;
+    let gsim = mailgate_bench::start_gsim().await?;
     println!(
         "{} messages of ~1 KB, {} API clients, {} sessions, {} in history, {} runs per backend, release mailgate at {}",
         o.messages,

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gsim::Gsim;
-use gsim::config::{AccountConfig, ClientConfig, PublishingStatus};
 use mailgate::domain::Security;
 use mailgate::smtp_out::{SmtpConnector, Target};
 use mailgate_bench::install::{ACCOUNT, CLIENT_ID, CLIENT_SECRET, Installation, RECIPIENT, mint};
+use mailgate_bench::{accepted_so_far, median, per_sec};
 use mailgate_smtp::Credentials;
 use secrecy::SecretString;
 
@@ -140,15 +140,6 @@ async fn send(
         result?;
     }
     Ok(started.elapsed())
-}
-
-#[allow(clippy::cast_precision_loss)]
-fn per_sec(n: usize, took: Duration) -> f64 {
-    n as f64 / took.as_secs_f64()
-}
-
-fn accepted_so_far(gsim: &Gsim) -> u64 {
-    gsim.world().counters().messages_accepted
 }
 
 async fn delivered(gsim: &Gsim, target: u64) -> anyhow::Result<()> {
@@ -329,27 +320,11 @@ async fn emailproxy(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Res
     Ok(per_sec(messages, took?))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let o = options()?;
-    let mut config = gsim::Config::empty();
-    let mut client = ClientConfig::web(CLIENT_ID, CLIENT_SECRET, &[]);
-    client.publishing_status = PublishingStatus::Production;
-    config.clients = vec![client];
-    let mut account = AccountConfig::new(ACCOUNT);
-    account.daily_send_limit = u32::MAX;
-    config.accounts = vec![account];
-    let gsim = Gsim::start(config, None).await?;
+    let gsim = mailgate_bench::start_gsim().await?;
     println!(
         "{} messages of ~1 KB ({} through email-oauth2-proxy), {} clients at once, {} runs, release mailgate at {}",
         o.messages,
