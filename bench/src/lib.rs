@@ -30,6 +30,19 @@ pub fn accepted_so_far(gsim: &Gsim) -> u64 {
     gsim.world().counters().messages_accepted
 }
 
+/// Waits until gsim has accepted `n` messages more than `before`.
+pub async fn delivered(gsim: &Gsim, before: u64, n: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut changes = gsim.world().subscribe_changes();
+    let n = u64::try_from(n)?;
+    while accepted_so_far(gsim) - before < n {
+        tokio::time::timeout(Duration::from_secs(120), changes.changed())
+            .await
+            .context("deliveries stopped")??;
+    }
+    Ok(())
+}
+
 #[allow(clippy::cast_precision_loss)]
 pub fn per_sec(n: usize, took: Duration) -> f64 {
     n as f64 / took.as_secs_f64()

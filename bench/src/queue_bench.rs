@@ -17,7 +17,7 @@
 //!   database;
 //! - memory: H messages queued; peak resident memory once the first N are delivered.
 
-use mailgate_bench::{accepted_so_far, direct, install, median, per_sec, wire};
+use mailgate_bench::{accepted_so_far, delivered, direct, install, median, per_sec, wire};
 
 use std::time::{Duration, Instant};
 
@@ -73,18 +73,6 @@ struct Run {
     drain_history: f64,
     queued_peak_mib: f64,
     logins: u64,
-}
-
-/// Waits until gsim has accepted `n` messages more than `before`.
-async fn delivered(gsim: &Gsim, before: u64, n: usize) -> anyhow::Result<()> {
-    let mut changes = gsim.world().subscribe_changes();
-    let n = u64::try_from(n)?;
-    while accepted_so_far(gsim) - before < n {
-        tokio::time::timeout(Duration::from_secs(120), changes.changed())
-            .await
-            .context("deliveries stopped")??;
-    }
-    Ok(())
 }
 
 /// C API clients submit N messages while delivery runs.

@@ -30,7 +30,7 @@ use gsim::Gsim;
 use mailgate::domain::Security;
 use mailgate::smtp_out::{SmtpConnector, Target};
 use mailgate_bench::install::{ACCOUNT, CLIENT_ID, CLIENT_SECRET, Installation, RECIPIENT, mint};
-use mailgate_bench::{accepted_so_far, median, per_sec};
+use mailgate_bench::{accepted_so_far, delivered, median, per_sec};
 use mailgate_smtp::Credentials;
 use secrecy::SecretString;
 
@@ -142,16 +142,6 @@ async fn send(
     Ok(started.elapsed())
 }
 
-async fn delivered(gsim: &Gsim, target: u64) -> anyhow::Result<()> {
-    let mut changes = gsim.world().subscribe_changes();
-    while accepted_so_far(gsim) < target {
-        tokio::time::timeout(Duration::from_secs(120), changes.changed())
-            .await
-            .context("deliveries stopped")??;
-    }
-    Ok(())
-}
-
 /// One relay measurement: (250s per second, deliveries per second).
 async fn relay(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<(f64, f64)> {
     let install = Installation::new(gsim, "sqlite", gsim.endpoints().smtp_starttls).await?;
@@ -184,7 +174,7 @@ async fn relay(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<(
         o.clients,
     )
     .await?;
-    delivered(gsim, before + u64::try_from(o.messages)?).await?;
+    delivered(gsim, before, o.messages).await?;
     let all = started.elapsed();
     served.stop().await?;
     install.remove().await?;

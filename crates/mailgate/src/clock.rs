@@ -55,6 +55,17 @@ pub fn format_utc(ts: Timestamp) -> String {
         .unwrap_or_else(|| ts.to_string())
 }
 
+/// `Thu, 03 Dec 2026 10:00:00 +0000`, the form of a Date or Received field (RFC 5322).
+pub fn format_rfc5322(ts: Timestamp) -> String {
+    OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// "in 3 days", "5 minutes ago": how far `ts` is from `now`.
 pub fn relative(ts: Timestamp, now: Timestamp) -> String {
     let delta = ts - now;

@@ -65,11 +65,6 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// The relay's submission (STARTTLS) address, if it listens.
-    pub fn relay_addr(&self) -> Option<SocketAddr> {
-        self.app.relay.listening.get().and_then(|l| l.addr)
-    }
-
     pub fn app(&self) -> Arc<App> {
         Arc::clone(&self.app)
     }

@@ -117,13 +117,11 @@ impl App {
         let envelope = envelope_recipients(envelope_to)?;
         self.queue(
             |ctx| {
-                let mut traced = trace(ctx.id);
-                if traced.is_empty() {
-                    compose_raw_message(raw, ctx, envelope)
-                } else {
-                    traced.extend_from_slice(raw);
-                    compose_raw_message(&traced, ctx, envelope)
-                }
+                let mut composed = compose_raw_message(raw, ctx, envelope)?;
+                // On top of the composed bytes, moved in place within the spare capacity
+                // composing left: no second 25 MB buffer for a relayed message.
+                composed.raw.splice(0..0, trace(ctx.id));
+                Ok(composed)
             },
             origin,
             None,

@@ -22,7 +22,6 @@ const PURPOSE: &str = "relay-credential";
 /// A logged-in relay client.
 #[derive(Debug, Clone)]
 pub struct RelayLogin {
-    pub credential_id: i64,
     pub name: String,
     senders: Vec<String>,
 }
@@ -131,13 +130,7 @@ fn received(m: &Relayed<'_>, hostname: &str, id: &str, now: i64) -> Vec<u8> {
     } else {
         &client
     };
-    let date = time::OffsetDateTime::from_unix_timestamp(now)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default();
+    let date = crate::clock::format_rfc5322(now);
     format!(
         "Received: from {client} ([{}])\r\n\tby {hostname} (mailgate) with {protocol} id {id};\r\n\t{date}\r\n",
         m.peer
@@ -155,7 +148,8 @@ impl App {
             idempotency_key: None,
             bounce_to: Some(m.mail_from).filter(|f| !f.is_empty()),
         };
-        if let Some(login) = m.login
+        // The header is parsed here only for a credential that lists its senders.
+        if let Some(login) = m.login.filter(|l| !l.senders.is_empty())
             && let Some(from) = header_from(m.raw)
             && !login.may_send_as(&from)
         {
@@ -251,7 +245,6 @@ impl App {
         }
         self.store.note_relay_login(&credential, self.now()).await?;
         Ok(Some(RelayLogin {
-            credential_id: credential.id,
             name: name.to_string(),
             senders: credential.senders.lines().map(str::to_string).collect(),
         }))
@@ -339,7 +332,6 @@ mod tests {
     #[test]
     fn a_login_sends_as_its_senders_only() {
         let login = RelayLogin {
-            credential_id: 1,
             name: "flectra".into(),
             senders: vec!["alice@example.com".into(), "@shop.example".into()],
         };

@@ -4,6 +4,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::clock::format_rfc5322;
+
 /// What the notification says.
 pub struct FailedDelivery<'a> {
     /// The host that reports (the relay's hostname).
@@ -50,16 +52,6 @@ fn one_line(text: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn rfc2822(ts: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// The original header only: up to its blank line, with bare line ends made CRLF.
@@ -120,7 +112,7 @@ pub fn delivery_status_notification(f: &FailedDelivery<'_>) -> Vec<u8> {
          Arrival-Date: {arrival}\r\n",
         from = f.from,
         to = one_line(f.to),
-        date = rfc2822(f.date),
+        date = format_rfc5322(f.date),
         id = f.id,
         host = f.reporting_host,
         list = recipients
@@ -128,7 +120,7 @@ pub fn delivery_status_notification(f: &FailedDelivery<'_>) -> Vec<u8> {
             .map(|r| format!("  <{r}>"))
             .collect::<Vec<_>>()
             .join("\r\n"),
-        arrival = rfc2822(f.arrival),
+        arrival = format_rfc5322(f.arrival),
     );
     for recipient in &recipients {
         out.push_str(&format!(

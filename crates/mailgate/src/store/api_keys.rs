@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{LAST_USED_EVERY, Store, StoreError, last_used_is_stale};
 use crate::clock::Timestamp;
 
 /// What a key may do. Every key submits; a submit key reads back only the messages it submitted,
@@ -100,15 +100,12 @@ impl Store {
         };
         let id: i64 = row.try_get("id")?;
         let scope = KeyScope::from(row.try_get::<String, _>("scope")?);
-        // At most once a minute, and decided here rather than in the UPDATE's WHERE: even an
-        // UPDATE that changes nothing takes SQLite's write lock, and every submission would
-        // queue for it between group commits.
         let last_used: Option<Timestamp> = row.try_get("last_used_at")?;
-        if last_used.is_none_or(|at| at < now - 60) {
+        if last_used_is_stale(last_used, now) {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
                 .bind(now)
                 .bind(id)
-                .bind(now - 60)
+                .bind(now - LAST_USED_EVERY)
                 .execute(self.writes())
                 .await?;
         }

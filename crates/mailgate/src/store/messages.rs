@@ -516,6 +516,17 @@ impl Store {
         Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Messages the relay took since `since`.
+    pub async fn relayed_since(&self, since: Timestamp) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages WHERE origin = 'relay' AND created_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
+    }
+
     pub async fn count_by_state(&self) -> Result<Vec<(MessageState, i64)>, StoreError> {
         // The expression matches the `messages_states` index, which the count then reads alone.
         let rows = sqlx::query(

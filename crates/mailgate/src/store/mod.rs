@@ -230,6 +230,19 @@ fn pool_options(backend: Backend, connections: u32) -> AnyPoolOptions {
         })
 }
 
+/// How stale a key's or credential's "last used" may get: it is written at most this often,
+/// and decided in Rust rather than in the UPDATE's WHERE, because even an UPDATE that changes
+/// nothing takes SQLite's write lock, and every use would queue for it between group commits.
+const LAST_USED_EVERY: crate::clock::Timestamp = 60;
+
+/// Whether a use at `now` should be written over `last_used`.
+fn last_used_is_stale(
+    last_used: Option<crate::clock::Timestamp>,
+    now: crate::clock::Timestamp,
+) -> bool {
+    last_used.is_none_or(|at| at < now - LAST_USED_EVERY)
+}
+
 /// Turns a unique-constraint violation into a readable `Duplicate`.
 fn duplicate(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {

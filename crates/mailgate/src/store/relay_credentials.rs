@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, duplicate};
+use super::{Store, StoreError, duplicate, last_used_is_stale};
 use crate::clock::Timestamp;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -96,13 +96,13 @@ impl Store {
         .transpose()
     }
 
-    /// Notes a login, at most once a minute (see `use_api_key` for why it is decided here).
+    /// Notes a login, at most once a minute (`last_used_is_stale`).
     pub async fn note_relay_login(
         &self,
         credential: &LiveCredential,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        if credential.last_used_at.is_none_or(|at| at < now - 60) {
+        if last_used_is_stale(credential.last_used_at, now) {
             sqlx::query("UPDATE relay_credentials SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(credential.id)
@@ -110,18 +110,5 @@ impl Store {
                 .await?;
         }
         Ok(())
-    }
-}
-
-impl Store {
-    /// Messages the relay took since `since`.
-    pub async fn relayed_since(&self, since: Timestamp) -> Result<i64, StoreError> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM messages WHERE origin = 'relay' AND created_at >= $1",
-        )
-        .bind(since)
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?)
     }
 }

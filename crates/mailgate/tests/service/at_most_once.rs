@@ -166,11 +166,7 @@ async fn a_crash_between_the_final_dot_and_the_commit_is_counted_on_restart() {
     let id = queued(&t, &key, "in flight at the crash").await;
     // Gmail has the message; its 250 is held back; then mailgate is killed.
     t.gsim.world().wait_held(1).await;
-    std::process::Command::new("kill")
-        .args(["-KILL", &first.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(!wait(first).await.success());
+    assert!(!kill(first).await.success());
     t.gsim.world().release_held();
     let message_id = format!("<{id}@gmail.com>");
     assert_eq!(received(&t).get(&message_id), Some(&1));

@@ -61,11 +61,7 @@ async fn a_killed_instances_message_is_taken_over_within_seconds_and_sent_once()
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
     t.gsim.world().wait_held(1).await;
-    std::process::Command::new("kill")
-        .args(["-KILL", &first.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(!wait(first).await.success());
+    assert!(!kill(first).await.success());
     t.gsim.world().release_held();
 
     // Another instance, at the same address (the first one's port is free again).

@@ -748,8 +748,17 @@ pub async fn wait(mut child: Child) -> ExitStatus {
 
 /// SIGTERM, as a service manager stops it, then waits for the exit.
 pub async fn stop(child: Child) -> ExitStatus {
+    signal(child, "-TERM").await
+}
+
+/// SIGKILL: a crash at the worst moment. Waits for the exit.
+pub async fn kill(child: Child) -> ExitStatus {
+    signal(child, "-KILL").await
+}
+
+async fn signal(child: Child, signal: &str) -> ExitStatus {
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     wait(child).await
