@@ -6,7 +6,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::sign_in_limits::{Applicant, Refusal, VerifyPermit};
+use super::sign_in_limits::{Applicant, Refusal, ReserveError, VerifyPermit};
 use super::{App, AppError};
 use crate::clock::Timestamp;
 use crate::crypto::{random_bytes, random_token, token_hash};
@@ -197,26 +197,30 @@ impl App {
             account: &email,
             device: device.as_deref(),
         };
-        let (reservation, permit) =
-            self.sign_in_limits
-                .reserve(&applicant, now)
-                .map_err(|refusal| {
+        let (reservation, permit) = self
+            .sign_in_limits
+            .reserve(&self.store, &applicant, now)
+            .await
+            .map_err(|e| match e {
+                ReserveError::Refused(refusal) => {
                     crate::metrics::bump(&self.metrics.sign_ins_refused);
                     match refusal {
                         Refusal::Limited(seconds) => LoginError::Limited(seconds),
                         Refusal::Busy => LoginError::Busy,
                     }
-                })?;
+                }
+                ReserveError::Store(e) => LoginError::App(e.into()),
+            })?;
         let hash = admin
             .as_ref()
             .map_or(DUMMY_HASH.to_string(), |a| a.password_hash.clone());
         crate::metrics::bump(&self.metrics.sign_in_verifies);
         let matches = verify_password(password, hash, permit).await;
         let Some(admin) = admin.filter(|_| matches) else {
-            reservation.settle(false, now);
+            reservation.settle(false, now).await;
             return Err(LoginError::Wrong);
         };
-        reservation.settle(true, now);
+        reservation.settle(true, now).await;
         let cookie = random_token();
         self.store
             .create_session(

@@ -230,25 +230,52 @@ impl App {
         }
     }
 
-    /// The login, if `name` is a live credential and `password` its password.
+    /// Checks a relay login from `peer`: refused unheard after [`MAX_FAILED_LOGINS`] failures
+    /// from its address in [`FAILED_LOGIN_WINDOW`], counted across every instance.
     pub async fn authenticate_relay(
         &self,
         name: &str,
         password: &str,
-    ) -> Result<Option<RelayLogin>, AppError> {
-        let Some(credential) = self.store.live_relay_credential(name).await? else {
-            return Ok(None);
-        };
-        let hash = self.sealer.sign(PURPOSE, password);
-        if !constant_time_eq(hash.as_bytes(), credential.secret_hash.as_bytes()) {
-            return Ok(None);
+        peer: std::net::IpAddr,
+    ) -> Result<RelayAuth, AppError> {
+        let now = self.now();
+        let budget = format!("relay:{}", super::sign_in_limits::address_key(peer));
+        let failed = self
+            .store
+            .failures_since(&budget, now - FAILED_LOGIN_WINDOW)
+            .await?;
+        if failed >= MAX_FAILED_LOGINS {
+            return Ok(RelayAuth::Limited);
         }
-        self.store.note_relay_login(&credential, self.now()).await?;
-        Ok(Some(RelayLogin {
+        let credential = self.store.live_relay_credential(name).await?;
+        let hash = self.sealer.sign(PURPOSE, password);
+        let Some(credential) =
+            credential.filter(|c| constant_time_eq(hash.as_bytes(), c.secret_hash.as_bytes()))
+        else {
+            self.store
+                .record_failure(&budget, now, now - FAILED_LOGIN_WINDOW)
+                .await?;
+            return Ok(RelayAuth::Wrong);
+        };
+        self.store.note_relay_login(&credential, now).await?;
+        Ok(RelayAuth::Accepted(RelayLogin {
             name: name.to_string(),
             senders: credential.senders.lines().map(str::to_string).collect(),
         }))
     }
+}
+
+/// Failed relay logins from one address (IPv6 by its /64) before it must wait.
+pub const MAX_FAILED_LOGINS: i64 = 5;
+pub const FAILED_LOGIN_WINDOW: crate::clock::Timestamp = 15 * 60;
+
+/// How a relay login ended.
+pub enum RelayAuth {
+    Accepted(RelayLogin),
+    /// No such live credential, or not its password.
+    Wrong,
+    /// Too many failures from the address: not checked.
+    Limited,
 }
 
 impl App {

@@ -1,71 +1,16 @@
 //! What one relay session may do: the [`Relay`] the SMTP session asks, answered by the app's
 //! use cases. Logins, senders and submissions become SMTP replies here.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use mailgate_smtp::Reply;
 use mailgate_smtp::server::{Envelope, Relay};
 
 use crate::app::App;
 use crate::app::outbox::SubmitError;
-use crate::app::relay::{RelayLogin, Relayed};
+use crate::app::relay::{RelayAuth, RelayLogin, Relayed};
 use crate::domain::{EmailAddress, route};
-
-/// Failed logins from one address before it must wait.
-const MAX_FAILED_LOGINS: usize = 5;
-const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Addresses remembered at most; the oldest are forgotten first.
-const MAX_REMEMBERED: usize = 10_000;
-
-/// Failed logins per client address (IPv6 by its /64), shared by every session.
-#[derive(Default)]
-pub struct FailedLogins {
-    recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-impl FailedLogins {
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(segments.into())
-            }
-            v4 => v4,
-        }
-    }
-
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(times) = recent.get_mut(&Self::key(ip)) else {
-            return false;
-        };
-        times.retain(|at| at.elapsed() < FAILED_LOGIN_WINDOW);
-        times.len() >= MAX_FAILED_LOGINS
-    }
-
-    fn record(&self, ip: IpAddr) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() >= MAX_REMEMBERED {
-            recent.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|at| at.elapsed() < FAILED_LOGIN_WINDOW)
-            });
-            if recent.len() >= MAX_REMEMBERED {
-                recent.clear();
-            }
-        }
-        let times = recent.entry(Self::key(ip)).or_default();
-        times.push_back(Instant::now());
-        while times.len() > MAX_FAILED_LOGINS {
-            times.pop_front();
-        }
-    }
-}
 
 /// One session's view: who the peer is, whether the stream is TLS, who logged in.
 pub struct Gate {
@@ -74,7 +19,6 @@ pub struct Gate {
     pub tls: bool,
     /// The peer is on a trusted network: it may send without logging in.
     pub trusted: bool,
-    pub failures: Arc<FailedLogins>,
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub login: Mutex<Option<RelayLogin>>,
 }
@@ -95,26 +39,23 @@ impl Relay for Gate {
     }
 
     async fn authenticate(&self, user: &str, password: &str) -> Result<String, Reply> {
-        if self.failures.blocked(self.peer) {
-            return Err(reply(
-                454,
-                "4.7.0 Too many failed logins from your address; try again later",
-            ));
-        }
-        match self.app.authenticate_relay(user, password).await {
-            Ok(Some(login)) => {
+        match self.app.authenticate_relay(user, password, self.peer).await {
+            Ok(RelayAuth::Accepted(login)) => {
                 let name = login.name.clone();
                 *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(login);
                 Ok(name)
             }
-            Ok(None) => {
-                self.failures.record(self.peer);
+            Ok(RelayAuth::Wrong) => {
                 tracing::warn!(peer = %self.peer, user, "relay login refused");
                 Err(reply(
                     535,
                     "5.7.8 Username and Password not accepted: use a relay credential's name and its app password",
                 ))
             }
+            Ok(RelayAuth::Limited) => Err(reply(
+                454,
+                "4.7.0 Too many failed logins from your address; try again later",
+            )),
             Err(e) => {
                 tracing::error!(error = %e, "relay login could not be checked");
                 Err(reply(454, "4.7.0 Temporary authentication failure"))

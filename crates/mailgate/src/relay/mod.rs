@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::app::relay::RelayListening;
 use certificate::{CertificateError, RelayCertificate};
-use gate::{FailedLogins, Gate};
+use gate::Gate;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,7 +87,6 @@ impl RelayListeners {
             sessions: Arc::new(Semaphore::new(app.config.relay.max_sessions)),
             app,
             acceptor: self.acceptor,
-            failures: Arc::new(FailedLogins::default()),
             stop,
             running: Mutex::new(JoinSet::new()),
         });
@@ -109,7 +108,6 @@ struct Shared {
     app: Arc<App>,
     acceptor: TlsAcceptor,
     sessions: Arc<Semaphore>,
-    failures: Arc<FailedLogins>,
     stop: watch::Receiver<bool>,
     running: Mutex<JoinSet<()>>,
 }
@@ -159,7 +157,6 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, implic
         peer: ip,
         tls,
         trusted,
-        failures: Arc::clone(&shared.failures),
         stopping: shared.stop.clone(),
         login: Mutex::new(None),
     };

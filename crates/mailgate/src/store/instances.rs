@@ -3,6 +3,15 @@
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
 
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// This instance's row was there: no other instance took it for dead.
+    pub alive: bool,
+    /// Messages taken back from dead instances.
+    pub released: u64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstanceRecord {
     pub id: String,
@@ -35,23 +44,25 @@ impl Store {
     }
 
     /// Beats for `id`, then takes back the messages of instances silent since before `cutoff`
-    /// and forgets them, in one transaction. Returns how many messages came back.
+    /// and forgets them, their session slots and reserved sends with them, in one transaction.
     pub async fn heartbeat(
         &self,
         id: &str,
         now: Timestamp,
         cutoff: Timestamp,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Heartbeat, StoreError> {
         let id = id.to_string();
         self.writer()
             .write(move |conn| {
                 let id = id.clone();
                 Box::pin(async move {
-                    sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2")
+                    let alive = sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2")
                         .bind(now)
                         .bind(&id)
                         .execute(&mut *conn)
-                        .await?;
+                        .await?
+                        .rows_affected()
+                        == 1;
                     let released = sqlx::query(RELEASE_DEAD)
                         .bind(now)
                         .bind(cutoff)
@@ -64,35 +75,56 @@ impl Store {
                         .bind(&id)
                         .execute(&mut *conn)
                         .await?;
-                    Ok(released)
+                    for orphans in [
+                        "DELETE FROM session_slots WHERE owner <> $1 AND owner NOT IN (SELECT id FROM instances)",
+                        "DELETE FROM quota_holds WHERE owner <> $1 AND owner NOT IN (SELECT id FROM instances)",
+                    ] {
+                        sqlx::query(orphans).bind(&id).execute(&mut *conn).await?;
+                    }
+                    Ok(Heartbeat { alive, released })
                 })
             })
             .await
     }
 
-    /// At start on SQLite, where one process serves the database: whatever another instance
-    /// left leased (a crash) is due again at once.
+    /// At start on SQLite, where one process serves the database: whatever another run left
+    /// leased (a crash) is due again at once, and its session slots and reserved sends are free.
     pub async fn release_foreign_leases(
         &self,
         id: &str,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        let mut tx = self.writes().begin().await?;
+        let released = sqlx::query(
             "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
              next_attempt_at = $1, updated_at = $1 WHERE state IN ('queued', 'deferred', 'sending') AND state = 'sending' AND COALESCE(lease_owner, '') <> $2",
         )
         .bind(now)
         .bind(id)
-        .execute(self.writes())
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+        for foreign in [
+            "DELETE FROM session_slots WHERE owner <> $1",
+            "DELETE FROM quota_holds WHERE owner <> $1",
+        ] {
+            sqlx::query(foreign).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
+    /// An instance that stopped cleanly: its row, session slots and reserved sends.
     pub async fn remove_instance(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(id)
-            .execute(self.writes())
-            .await?;
+        let mut tx = self.writes().begin().await?;
+        for mine in [
+            "DELETE FROM session_slots WHERE owner = $1",
+            "DELETE FROM quota_holds WHERE owner = $1",
+            "DELETE FROM instances WHERE id = $1",
+        ] {
+            sqlx::query(mine).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -82,6 +82,8 @@ pub struct Settlement {
     pub outcome_unknown: bool,
     /// The Gmail account whose daily quota the send used.
     pub sent_by: Option<String>,
+    /// The instance that reserved that send (see `quota_holds`).
+    pub owner: String,
     pub now: Timestamp,
 }
 
@@ -253,37 +255,42 @@ impl Store {
         now: Timestamp,
         lease_until: Timestamp,
         limit: i64,
+        skip_servers: &[i64],
     ) -> Result<Vec<Claimed>, StoreError> {
         // The subquery names the due index's states word for word, so SQLite uses that partial
         // index. The state test is repeated outside the subquery: PostgreSQL re-checks it after waiting
         // on a row another instance just claimed, so no message is claimed twice. An expired
         // lease is taken over only from another owner: this instance renews what it holds, and
-        // taking back its own would hand one message to two of its workers.
-        macro_rules! claim {
-            ($lock:literal) => {
-                concat!(
-                    "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
-                     WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
-                     OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) ORDER BY next_attempt_at, id LIMIT $4",
-                    $lock,
-                    ") AND ((state IN ('queued', 'deferred') AND next_attempt_at <= $3) OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1)) \
-                     RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
-                     CASE WHEN size <= $6 THEN body END AS body"
-                )
-            };
-        }
-        // One statement for both engines; PostgreSQL also skips rows another instance holds.
-        let sql = match self.backend() {
-            Backend::Sqlite => claim!(""),
-            Backend::Postgres => claim!(" FOR UPDATE SKIP LOCKED"),
+        // taking back its own would hand one message to two of its workers. `skip_servers`
+        // (numbers, so safe to write into the statement) are servers this instance leaves to
+        // the instances holding their sessions.
+        const DUE: &str = "((state IN ('queued', 'deferred') AND next_attempt_at <= $3) \
+             OR (state = 'sending' AND lease_until <= $3 AND COALESCE(lease_owner, '') <> $1))";
+        let skip = if skip_servers.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<String> = skip_servers.iter().map(i64::to_string).collect();
+            format!(" AND server_id NOT IN ({})", ids.join(", "))
         };
+        // PostgreSQL also skips rows another instance holds.
+        let lock = match self.backend() {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE messages SET state = 'sending', lease_owner = $1, lease_until = $2, updated_at = $3, lease_token = $5 \
+             WHERE id IN (SELECT id FROM messages WHERE state IN ('queued', 'deferred', 'sending') AND {DUE}{skip} \
+             ORDER BY next_attempt_at, id LIMIT $4{lock}) AND {DUE} \
+             RETURNING id, server_id, mail_from, rcpt_to, attempts, created_at, dot_at, \
+             CASE WHEN size <= $6 THEN body END AS body"
+        );
         let (owner, lease_token) = (owner.to_string(), lease.to_string());
         let mut claimed = self
             .writer()
             .write(move |conn| {
-                let (owner, lease_token) = (owner.clone(), lease_token.clone());
+                let (owner, lease_token, sql) = (owner.clone(), lease_token.clone(), sql.clone());
                 Box::pin(async move {
-                    let rows = sqlx::query(sql)
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(&owner)
                         .bind(lease_until)
                         .bind(now)
@@ -562,26 +569,6 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?)
     }
 
-    /// Messages `account` sent in the 24 hours before `now`, and when the oldest of those hours
-    /// leaves the window.
-    pub async fn sends_in_window(
-        &self,
-        account: &str,
-        now: Timestamp,
-    ) -> Result<(i64, Option<Timestamp>), StoreError> {
-        let first_hour = now / 3600 - 23;
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(sent), 0) AS BIGINT) AS n, MIN(hour) AS oldest FROM account_sends WHERE account = $1 AND hour >= $2",
-        )
-        .bind(account)
-        .bind(first_hour)
-        .fetch_one(self.pool())
-        .await?;
-        let sent: i64 = row.try_get("n")?;
-        let frees = opt_i64(&row, "oldest")?.map(|hour| (hour + 24) * 3600);
-        Ok((sent, frees))
-    }
-
     /// Retention: the bodies of messages that reached an end (sent, failed, cancelled) before
     /// `before` are deleted; the record stays.
     pub async fn purge_bodies(&self, before: Timestamp) -> Result<u64, StoreError> {
@@ -667,14 +654,7 @@ async fn settle(conn: &mut sqlx::AnyConnection, s: &Settlement) -> Result<bool, 
     .execute(&mut *conn)
     .await?;
     if let (Verdict::Sent, Some(account)) = (&s.verdict, &s.sent_by) {
-        sqlx::query(
-            "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
-             ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
-        )
-        .bind(account)
-        .bind(now / 3600)
-        .execute(&mut *conn)
-        .await?;
+        super::quota::record_send(conn, account, &s.owner, now).await?;
     }
     Ok(true)
 }

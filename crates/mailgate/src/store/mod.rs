@@ -9,9 +9,12 @@ mod instances;
 mod locks;
 mod messages;
 mod oauth_states;
+mod quota;
 mod relay_credentials;
 mod servers;
+mod session_slots;
 mod settings;
+mod sign_in_attempts;
 mod writer;
 
 use std::time::Duration;
@@ -23,15 +26,17 @@ use sqlx::{AnyPool, Executor, Row};
 pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
-pub use instances::InstanceRecord;
+pub use instances::{Heartbeat, InstanceRecord};
 pub use locks::SharedLock;
 pub use messages::{
     Attempt, AttemptRecord, Claimed, Inserted, MessageFilter, MessageRecord, NewMessage,
     Settlement, Unreported,
 };
 pub use oauth_states::{OauthState, StateLookup};
+pub use quota::Reservation;
 pub use relay_credentials::{LiveCredential, RelayCredentialRecord};
 pub use settings::GoogleSettings;
+pub use sign_in_attempts::BudgetAttempts;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -198,6 +203,21 @@ impl Store {
 
     fn writer(&self) -> &writer::Writer {
         &self.writer
+    }
+
+    /// A fresh, migrated SQLite database in the temp directory, for unit tests.
+    #[cfg(test)]
+    pub async fn scratch() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "mailgate-unit-{}-{}.db",
+            std::process::id(),
+            crate::crypto::random_token()
+        ));
+        let store = Self::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("a scratch database");
+        store.migrate().await.expect("migrations");
+        store
     }
 
     /// The queue's writes so far and the group commits that held them.

@@ -218,7 +218,7 @@ async fn concurrent_final_dot_marks_each_get_their_own_answer() {
             .unwrap();
     }
     let claimed = store
-        .claim_messages("test", "L", 2, 600, 100)
+        .claim_messages("test", "L", 2, 600, 100, &[])
         .await
         .unwrap();
     assert_eq!(claimed.len(), 40);

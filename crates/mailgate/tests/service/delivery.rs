@@ -338,7 +338,7 @@ async fn gmails_daily_quota_defers_until_the_window_frees_without_hitting_gmail_
         waiting
             .last_error
             .unwrap()
-            .contains("reached its daily limit")
+            .contains("Gmail said alice@gmail.com is over its daily sending quota")
     );
     assert_eq!(waiting.attempts, 0, "no attempt was charged");
     assert_eq!(t.gsim.world().counters().smtp_connections, mails_before);

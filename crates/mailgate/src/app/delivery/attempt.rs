@@ -161,20 +161,17 @@ impl Dispatcher {
             counts_as_attempt: outcome.counts,
             outcome_unknown: outcome.unknown,
             sent_by,
+            owner: self.owner.clone(),
             now,
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let id = settlement.id.clone();
-            let sent_by = settlement.sent_by.clone();
             let state = settlement.verdict.state();
             match this.app.store.finish_attempt(settlement).await {
                 Ok(true) => tracing::debug!(%id, %state, "attempt recorded"),
                 Ok(false) => tracing::warn!(%id, "lease lost before the attempt was recorded"),
                 Err(e) => tracing::error!(%id, "cannot record the attempt: {e}"),
-            }
-            if let Some(account) = &sent_by {
-                this.send_recorded(account);
             }
             this.lock_lanes().in_hand.remove(&id);
             if failed {
@@ -236,7 +233,7 @@ impl Dispatcher {
             .transact(server, message, note, session, opened, next)
             .await;
         if gmail && !matches!(outcome.verdict, Verdict::Sent) {
-            self.send_not_made(&account);
+            self.send_not_made(&account).await;
         }
         outcome
     }
@@ -427,10 +424,7 @@ impl Dispatcher {
         let frees = self.quota_frees(account, now).await;
         let stop = Stop::from_smtp(&error, frees);
         if let Failure::Quota { until, .. } = &stop.failure {
-            self.quota
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(account.to_string(), *until);
+            self.quota_exceeded(account, *until).await;
         }
         self.outcome(message, stop, error.to_string())
     }

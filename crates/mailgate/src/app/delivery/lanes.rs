@@ -1,14 +1,14 @@
 //! The per-server lanes: messages wait in their server's lane, and up to three workers per
-//! lane (and per Gmail account, across lanes) take them one by one over reused sessions.
+//! lane (and per Gmail account, across lanes and instances: `slots.rs`) take them one by one
+//! over reused sessions.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::Semaphore;
-
+use super::Dispatcher;
 use super::attempt::{DotNote, Outcome};
-use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
+use super::slots::HeldElsewhere;
 
 /// Messages a worker takes from its lane before their turn, so their final-dot notes reach the
 /// disk in time (see `work`).
@@ -44,15 +44,6 @@ impl Dispatcher {
         }
     }
 
-    fn account_slots(&self, account: &str) -> Arc<Semaphore> {
-        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            accounts
-                .entry(account.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(CONNECTIONS_PER_ACCOUNT))),
-        )
-    }
-
     /// The lane's next message, with the note of its final dot on its way to disk.
     fn next_in_lane(self: &Arc<Self>, server_id: i64) -> Option<(Claimed, DotNote)> {
         let message = {
@@ -68,21 +59,29 @@ impl Dispatcher {
         Some((message, note))
     }
 
-    /// One worker of a lane: takes messages until the lane is empty, over one reused session.
+    /// One worker of a lane: takes messages until the lane is empty, over one reused session,
+    /// holding one of the account's session slots (which an idle session keeps).
     pub(super) async fn work(self: Arc<Self>, server_id: i64) {
         let server = self
             .lock_lanes()
             .lanes
             .get(&server_id)
             .and_then(|l| l.server.clone());
-        let slots = server
-            .as_ref()
-            .map(|s| self.account_slots(&Self::account_of(s)));
-        let _slot = match &slots {
-            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
-            None => None,
+        let (mut session, slot) = match self.take_idle(server_id) {
+            Some((session, slot)) => (Some(session), Some(slot)),
+            None => match &server {
+                Some(server) => match self.take_slot(&Self::account_of(server)).await {
+                    Ok(slot) => (None, Some(slot)),
+                    Err(HeldElsewhere) => {
+                        self.yield_lane(server_id).await;
+                        self.worker_done(server_id);
+                        return;
+                    }
+                },
+                // A deleted server: its messages are held without a session.
+                None => (None, None),
+            },
         };
-        let mut session = self.take_idle(server_id);
         // A few messages ahead: their final-dot notes are committed while the messages before
         // them are on the wire, so a dot rarely waits for the disk. A crash in between leaves a
         // note on a message whose dot had not gone yet; it is then re-sent marked "outcome
@@ -126,9 +125,13 @@ impl Dispatcher {
             // An envelope for a message that is not coming: not a session to pool.
             session = None;
         }
-        if let Some(session) = session {
-            self.put_idle(server_id, session);
+        if let (Some(session), Some(slot)) = (session, slot) {
+            self.put_idle(server_id, session, slot);
         }
+        self.worker_done(server_id);
+    }
+
+    fn worker_done(&self, server_id: i64) {
         {
             let mut lanes = self.lock_lanes();
             if let Some(lane) = lanes.lanes.get_mut(&server_id) {

@@ -13,18 +13,20 @@
 //!
 //! Each server gets a lane; a lane runs up to three workers, each holding one SMTP session that
 //! it reuses for message after message, and all lanes of one Gmail account share three
-//! connections. Sessions outlive a batch in an idle pool, so a steady stream logs in three times,
-//! not once per message.
+//! sessions, across every instance on the database. Sessions outlive a batch in an idle pool,
+//! so a steady stream logs in three times, not once per message.
 //!
-//! This file is the loop (claim, renew, purge, shut down); `lanes.rs` the per-server lanes and
-//! their workers; `pool.rs` opening, reusing and judging sessions; `attempt.rs` one attempt from
-//! the guard to the settlement; `quota.rs` the daily limits. What a failure means is decided in
+//! This file is the loop (claim, renew, heartbeat, purge, shut down); `lanes.rs` the
+//! per-server lanes and their workers; `slots.rs` the account's session slots; `pool.rs`
+//! opening, reusing and judging sessions; `attempt.rs` one attempt from the guard to the
+//! settlement; `quota.rs` the daily limits. What a failure means is decided in
 //! `domain/outgoing.rs`.
 
 mod attempt;
 mod lanes;
 mod pool;
 mod quota;
+mod slots;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,7 +41,6 @@ use crate::clock::{Timestamp, format_utc};
 use crate::domain::outgoing::{RetryPolicy, Verdict};
 use crate::domain::{MailServer, Stage};
 use crate::metrics::bump;
-use crate::smtp_out::SmtpSession;
 use crate::store::Claimed;
 use attempt::Outcome;
 use lanes::{Lane, Lanes};
@@ -63,24 +64,29 @@ const RETENTION_EVERY: i64 = 3600;
 const HEARTBEAT_EVERY: i64 = 3;
 /// Seconds between looks for failed relayed messages whose sender was not told yet.
 const BOUNCES_EVERY: i64 = 300;
+/// How often idle sessions past reuse are closed and unused reserved sends given back.
+const TIDY_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Dispatcher {
     app: Arc<App>,
     owner: String,
     policy: RetryPolicy,
     lanes: Mutex<Lanes>,
-    idle: Mutex<HashMap<i64, Vec<(SmtpSession, Instant)>>>,
+    /// Per server, sessions waiting for its next message.
+    idle: Mutex<HashMap<i64, Vec<pool::Idle>>>,
+    /// Per account, this instance's share of its session slots.
     accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Accounts Gmail told "daily quota exceeded", until when.
-    quota: Mutex<HashMap<String, Timestamp>>,
-    /// Per account, the daily count as last read and the sends since.
-    sends: Mutex<HashMap<String, quota::SendCount>>,
+    /// Servers whose account's slots were all held by other instances, until when.
+    busy: Mutex<HashMap<i64, Instant>>,
+    /// Per account, the sends reserved here and Gmail's last "quota exceeded".
+    quotas: Mutex<HashMap<String, quota::SharedQuota>>,
     workers: AtomicUsize,
     stopping: AtomicBool,
     settled: Notify,
     last_purge: Mutex<Timestamp>,
     last_bounces: Mutex<Timestamp>,
     last_heartbeat: Mutex<Timestamp>,
+    last_tidy: Mutex<Instant>,
     /// A message failed for good here since the last look for failures to report.
     pub(super) failed_since_bounces: AtomicBool,
     last_renewal: Mutex<Timestamp>,
@@ -121,14 +127,15 @@ impl Dispatcher {
             lanes: Mutex::new(Lanes::default()),
             idle: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
-            quota: Mutex::new(HashMap::new()),
-            sends: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(HashMap::new()),
             workers: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             settled: Notify::new(),
             last_purge: Mutex::new(0),
             last_bounces: Mutex::new(0),
             last_heartbeat: Mutex::new(0),
+            last_tidy: Mutex::new(Instant::now()),
             failed_since_bounces: AtomicBool::new(false),
             last_renewal: Mutex::new(0),
         })
@@ -171,6 +178,7 @@ impl Dispatcher {
     /// hands it to the lanes. Returns how many messages it claimed.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         self.heartbeat_now_and_then().await;
+        self.tidy_now_and_then().await;
         self.purge_now_and_then().await;
         self.bounce_now_and_then().await;
         self.renew_now_and_then().await?;
@@ -194,6 +202,7 @@ impl Dispatcher {
                 now,
                 now + LEASE_SECS,
                 i64::try_from(room).unwrap_or(0),
+                &self.servers_busy_elsewhere(),
             )
             .await?;
         if claimed.is_empty() {
@@ -238,7 +247,13 @@ impl Dispatcher {
                 lane.queue.push_back(message);
             }
             for (server_id, lane) in lanes.lanes.iter_mut() {
-                while lane.workers < CONNECTIONS_PER_ACCOUNT && lane.workers < lane.queue.len() {
+                // A server whose sessions are with other instances gets one worker to try again.
+                let most = if self.busy_elsewhere(*server_id) {
+                    1
+                } else {
+                    CONNECTIONS_PER_ACCOUNT
+                };
+                while lane.workers < most && lane.workers < lane.queue.len() {
                     lane.workers += 1;
                     spawn.push(*server_id);
                 }
@@ -345,7 +360,9 @@ impl Dispatcher {
     }
 
     /// Beats every [`HEARTBEAT_EVERY`] seconds, and takes back the messages of instances silent
-    /// for `instance_timeout_secs`.
+    /// for `instance_timeout_secs`. An instance found missing from the table was itself taken
+    /// for dead (it stalled): its leases, slots and reserved sends are gone, so it lets go of
+    /// its idle sessions and reserved sends and joins again.
     async fn heartbeat_now_and_then(&self) {
         let now = self.app.now();
         if !due(&self.last_heartbeat, HEARTBEAT_EVERY, now) {
@@ -353,16 +370,40 @@ impl Dispatcher {
         }
         let cutoff = now - self.app.config.instance_timeout_secs;
         match self.app.store.heartbeat(&self.owner, now, cutoff).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(
-                    released = n,
-                    "took back the messages of an instance that stopped beating"
-                );
-                self.app.outbox_wake.notify_one();
+            Ok(beat) => {
+                if beat.released > 0 {
+                    tracing::warn!(
+                        released = beat.released,
+                        "took back the messages of an instance that stopped beating"
+                    );
+                    self.app.outbox_wake.notify_one();
+                }
+                if !beat.alive {
+                    tracing::warn!(
+                        "this instance was taken for dead by the others (it stopped beating for over {} s); joining again",
+                        self.app.config.instance_timeout_secs
+                    );
+                    self.close_all_idle().await;
+                    self.forget_reserved_sends().await;
+                    self.register().await;
+                }
             }
             Err(e) => tracing::error!("heartbeat: {e}"),
         }
+    }
+
+    /// Every [`TIDY_EVERY`]: closes sessions idle past reuse and gives back reserved sends that
+    /// sat unused, so their slots and sends can serve other instances.
+    async fn tidy_now_and_then(&self) {
+        {
+            let mut last = self.last_tidy.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < TIDY_EVERY {
+                return;
+            }
+            *last = Instant::now();
+        }
+        self.close_stale_idle().await;
+        self.return_unused_sends(false).await;
     }
 
     /// Reports relayed messages that failed for good: at once after a failure settles here,
@@ -442,16 +483,8 @@ impl Dispatcher {
                 break;
             }
         }
-        let sessions: Vec<SmtpSession> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.drain()
-                .flat_map(|(_, list)| list)
-                .map(|(s, _)| s)
-                .collect()
-        };
-        for session in sessions {
-            session.quit().await;
-        }
+        self.close_all_idle().await;
+        self.return_unused_sends(true).await;
         // Gone for good: nothing to take back. With messages still in hand the row stays, and
         // goes stale, so another instance takes them back.
         if self.lock_lanes().in_hand.is_empty()

@@ -1,11 +1,14 @@
 //! Sessions: opened and authenticated (for Gmail through the one login path), kept idle
-//! between messages, and judged reusable or not after a failure.
+//! between messages with the session slot they hold, and judged reusable or not after a
+//! failure.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use mailgate_smtp::Credentials;
 
 use super::attempt::Stop;
+use super::slots::Slot;
 use super::{Dispatcher, IDLE_REUSE};
 
 use crate::domain::outgoing::Failure;
@@ -29,24 +32,73 @@ pub(super) fn reusable_after(e: &SmtpError) -> bool {
     matches!(e, SmtpError::Refused { reply, .. } if reply.code != 421)
 }
 
+/// A session waiting for its server's next message, with the account's slot it holds.
+pub(super) struct Idle {
+    session: SmtpSession,
+    slot: Slot,
+    since: Instant,
+}
+
 impl Dispatcher {
-    pub(super) fn take_idle(&self, server_id: i64) -> Option<SmtpSession> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest idle session of `server_id`, with its slot; older ones are closed.
+    pub(super) fn take_idle(&self, server_id: i64) -> Option<(SmtpSession, Slot)> {
+        let mut idle = self.lock_idle();
         let list = idle.get_mut(&server_id)?;
-        while let Some((session, since)) = list.pop() {
-            if since.elapsed() < IDLE_REUSE {
-                return Some(session);
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < IDLE_REUSE {
+                return Some((entry.session, entry.slot));
             }
-            tokio::spawn(session.quit());
+            tokio::spawn(entry.session.quit());
         }
         None
     }
 
-    pub(super) fn put_idle(&self, server_id: i64, session: SmtpSession) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.entry(server_id)
-            .or_default()
-            .push((session, Instant::now()));
+    pub(super) fn put_idle(&self, server_id: i64, session: SmtpSession, slot: Slot) {
+        self.lock_idle().entry(server_id).or_default().push(Idle {
+            session,
+            slot,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes the idle sessions `pick` chooses, freeing their slots.
+    async fn close_idle(&self, pick: impl Fn(&Idle) -> bool) {
+        let closing: Vec<Idle> = {
+            let mut idle = self.lock_idle();
+            let mut closing = Vec::new();
+            for list in idle.values_mut() {
+                let (close, keep): (Vec<Idle>, Vec<Idle>) = list.drain(..).partition(&pick);
+                *list = keep;
+                closing.extend(close);
+            }
+            idle.retain(|_, list| !list.is_empty());
+            closing
+        };
+        for entry in closing {
+            entry.session.quit().await;
+            drop(entry.slot);
+        }
+    }
+
+    /// Frees the slots `account`'s idle sessions hold, for a lane of another of its servers.
+    pub(super) async fn close_idle_of(&self, account: &str) {
+        self.close_idle(|entry| entry.slot.account() == account)
+            .await;
+    }
+
+    /// Closes sessions idle too long to reuse: their slots may serve another instance.
+    pub(super) async fn close_stale_idle(&self) {
+        self.close_idle(|entry| entry.since.elapsed() >= IDLE_REUSE)
+            .await;
+    }
+
+    /// Closes every idle session (stopping, or this instance's slots were taken for dead).
+    pub(super) async fn close_all_idle(&self) {
+        self.close_idle(|_| true).await;
     }
 
     /// Opens and authenticates a session. For Gmail, a 535 gets one fresh token and one more try;

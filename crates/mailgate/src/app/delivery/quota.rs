@@ -1,6 +1,12 @@
-//! mailgate's own daily count and Gmail's last "quota exceeded": a message that would go over
-//! waits, and a count that cannot be read defers the message rather than skipping the limit.
+//! The daily limits: mailgate's own count (at most the limit per rolling 24 hours, across every
+//! instance) and Gmail's last "quota exceeded". A message that would go over waits; a count
+//! that cannot be read defers the message rather than skipping the limit.
+//!
+//! Sends are reserved in the database a block at a time (`store/quota.rs`): recorded sends plus
+//! every instance's reserved ones never pass the limit, so no instance can take another's last
+//! send of the day. Reserved sends this instance does not use go back after a short while.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Dispatcher;
@@ -10,8 +16,34 @@ use crate::clock::{Timestamp, format_utc};
 use crate::domain::outgoing::{Verdict, default_daily_limit};
 use crate::domain::{MailServer, Stage};
 
+/// Sends reserved at a time: one database round trip per this many messages.
+const BLOCK: i64 = 16;
+/// Reserved sends unused this long go back, so other instances can have them.
+const RETURN_UNUSED_AFTER: Duration = Duration::from_secs(2);
+/// How long a message waits when the rest of the day's sends are reserved by other instances
+/// (they give back what they do not use within seconds).
+const RESERVED_ELSEWHERE_WAIT: Timestamp = 10;
+
+/// One account's sends as this instance holds them.
+#[derive(Default)]
+pub(super) struct AccountQuota {
+    /// Reserved in the database and not yet taken by a message.
+    left: i64,
+    /// Gmail said "quota exceeded": nothing goes before then.
+    told_until: Option<Timestamp>,
+    last_taken: Option<Instant>,
+}
+
+pub(super) type SharedQuota = Arc<tokio::sync::Mutex<AccountQuota>>;
+
 impl Dispatcher {
+    fn account_quota(&self, account: &str) -> SharedQuota {
+        let mut quotas = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(quotas.entry(account.to_string()).or_default())
+    }
+
     /// When mailgate's own count, or Gmail's last "quota exceeded", says the account must wait.
+    /// Otherwise one reserved send is taken for the message.
     pub(super) async fn quota_guard(
         &self,
         server: &MailServer,
@@ -23,153 +55,153 @@ impl Dispatcher {
         } else {
             default_daily_limit(account)
         };
-        let told = self
-            .quota
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(account)
-            .copied()
-            .filter(|until| *until > now);
-        if let Err(e) = self.refresh_window(account, now).await {
-            // Not knowing the count is no licence to send past the limit: wait and read again.
-            return Some(Outcome {
-                verdict: Verdict::Deferred {
-                    until: now + 60,
-                    reason: format!(
-                        "mailgate could not read how many messages {account} sent in the last 24 hours ({e}); the daily limit is never skipped, so the message waits"
-                    ),
-                },
-                stage: Stage::MailFrom,
-                reply: None,
-                detail: "the daily count could not be read".into(),
-                counts: false,
-                unknown: false,
-                sent_by: None,
-            });
-        }
-        // Checked and taken under one lock: two workers of one account cannot both take the
-        // last send of the day.
-        let refused = self.sends(account, |c| {
-            let (sent, frees) = c.window();
-            if told.is_none() && sent < limit {
-                c.unsettled += 1;
-                None
-            } else {
-                Some((sent, frees))
-            }
-        });
-        let (sent, frees) = refused?;
-        let until = told.unwrap_or_else(|| frees.unwrap_or(now + 3600));
-        Some(Outcome {
-            verdict: Verdict::Deferred {
+        let state = self.account_quota(account);
+        // Held across the reservation: the account's other workers wait for its block rather
+        // than each reserving one.
+        let mut quota = state.lock().await;
+        if let Some(until) = quota.told_until.filter(|until| *until > now) {
+            return Some(held_back(
                 until,
-                reason: format!(
-                    "{account} reached its daily limit ({sent} of {limit} messages in 24 hours); waiting until {}",
+                format!(
+                    "Gmail said {account} is over its daily sending quota; waiting until {}",
                     format_utc(until)
                 ),
-            },
-            stage: Stage::MailFrom,
-            reply: None,
-            detail: "held back by mailgate to stay within Gmail's daily limit".into(),
-            counts: false,
-            unknown: false,
-            sent_by: None,
-        })
+            ));
+        }
+        if quota.left == 0 {
+            let reserved = match self
+                .app
+                .store
+                .reserve_sends(account, &self.owner, BLOCK, limit, now)
+                .await
+            {
+                Ok(reserved) => reserved,
+                Err(e) => {
+                    return Some(held_back(
+                        now + 60,
+                        format!(
+                            "mailgate could not read how many messages {account} sent in the last 24 hours ({e}); the daily limit is never skipped, so the message waits"
+                        ),
+                    ));
+                }
+            };
+            if let Some(until) = reserved.blocked_until {
+                quota.told_until = Some(until);
+                return Some(held_back(
+                    until,
+                    format!(
+                        "Gmail said {account} is over its daily sending quota; waiting until {}",
+                        format_utc(until)
+                    ),
+                ));
+            }
+            if reserved.granted == 0 {
+                let sent = reserved.sent;
+                if reserved.held_elsewhere > 0 && sent < limit {
+                    let until = now + RESERVED_ELSEWHERE_WAIT;
+                    return Some(held_back(
+                        until,
+                        format!(
+                            "{account} has sent {sent} of its {limit} messages in 24 hours and other mailgate instances hold the rest; waiting until {}",
+                            format_utc(until)
+                        ),
+                    ));
+                }
+                let until = reserved.frees.filter(|t| *t > now).unwrap_or(now + 3600);
+                return Some(held_back(
+                    until,
+                    format!(
+                        "{account} reached its daily limit ({sent} of {limit} messages in 24 hours); waiting until {}",
+                        format_utc(until)
+                    ),
+                ));
+            }
+            quota.left = reserved.granted;
+        }
+        quota.left -= 1;
+        quota.last_taken = Some(Instant::now());
+        None
     }
 
     /// The send `quota_guard` took for a message that did not go after all.
-    pub(super) fn send_not_made(&self, account: &str) {
-        self.sends(account, |c| c.unsettled -= 1);
+    pub(super) async fn send_not_made(&self, account: &str) {
+        self.account_quota(account).lock().await.left += 1;
     }
 
-    /// The settlement of a send was committed (or failed to be: counting it is the safe side).
-    pub(super) fn send_recorded(&self, account: &str) {
-        self.sends(account, |c| {
-            c.unsettled -= 1;
-            c.committed += 1;
-        });
-    }
-
-    fn sends<R>(&self, account: &str, f: impl FnOnce(&mut SendCount) -> R) -> R {
-        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
-        f(sends.entry(account.to_string()).or_default())
-    }
-
-    /// Reads `account`'s 24-hour count from the database, unless the last read is under a
-    /// second old (every message checks it). Sends since that read are counted here (see
-    /// `SendCount::window`). Other instances' sends are seen at the next read.
-    async fn refresh_window(
-        &self,
-        account: &str,
-        now: Timestamp,
-    ) -> Result<(), crate::store::StoreError> {
-        const FRESH: Duration = Duration::from_secs(1);
-        let (fresh, base) = self.sends(account, |c| {
-            // The service's clock too: when it jumps (tests move it by hours), read again.
-            let fresh = c
-                .read
-                .is_some_and(|r| r.at.elapsed() < FRESH && r.now == now);
-            (fresh, c.committed)
-        });
-        if fresh {
-            return Ok(());
+    /// Gmail said the account is over its quota: every instance holds back until `until`.
+    pub(super) async fn quota_exceeded(&self, account: &str, until: Timestamp) {
+        self.account_quota(account).lock().await.told_until = Some(until);
+        if let Err(e) = self.app.store.block_sends(account, until).await {
+            tracing::error!(%account, "cannot record Gmail's quota refusal: {e}");
         }
-        let (sent, frees) = self.app.store.sends_in_window(account, now).await?;
-        self.sends(account, |c| {
-            c.read = Some(WindowRead {
-                at: Instant::now(),
-                now,
-                sent,
-                frees,
-                base,
-            });
-        });
-        Ok(())
+    }
+
+    /// Gives back reserved sends that sat unused, for other instances. With `all`, every
+    /// account's (stopping, or this instance's reservations were taken for dead).
+    pub(super) async fn return_unused_sends(&self, all: bool) {
+        let accounts: Vec<(String, SharedQuota)> = self
+            .quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(account, quota)| (account.clone(), Arc::clone(quota)))
+            .collect();
+        for (account, state) in accounts {
+            // An account whose guard is busy is in use: nothing to give back.
+            let Ok(mut quota) = state.try_lock() else {
+                continue;
+            };
+            let stale = quota
+                .last_taken
+                .is_none_or(|at| at.elapsed() >= RETURN_UNUSED_AFTER);
+            if quota.left == 0 || !(all || stale) {
+                continue;
+            }
+            match self
+                .app
+                .store
+                .release_sends(&account, &self.owner, quota.left)
+                .await
+            {
+                Ok(()) => quota.left = 0,
+                Err(e) => tracing::warn!(%account, "cannot give back reserved sends: {e}"),
+            }
+        }
+    }
+
+    /// This instance's reservations were removed with its row (it was taken for dead): what
+    /// it held is not its own any more.
+    pub(super) async fn forget_reserved_sends(&self) {
+        let accounts: Vec<SharedQuota> = self
+            .quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for state in accounts {
+            state.lock().await.left = 0;
+        }
     }
 
     /// When the oldest send of the last 24 hours leaves the window (or a day from now).
     pub(super) async fn quota_frees(&self, account: &str, now: Timestamp) -> Timestamp {
-        let frees = match self.refresh_window(account, now).await {
-            Ok(()) => self.sends(account, |c| c.window().1),
-            Err(_) => None,
-        };
-        match frees {
-            Some(frees) if frees > now => frees,
+        match self.app.store.sends_in_window(account, now).await {
+            Ok((_, Some(frees))) if frees > now => frees,
             _ => now + 86_400,
         }
     }
 }
 
-/// One account's sends as this process knows them.
-#[derive(Default)]
-pub(super) struct SendCount {
-    /// Sends taken by `quota_guard` whose settlement is not committed yet.
-    unsettled: i64,
-    /// Sends whose settlement was committed, since this process started.
-    committed: i64,
-    read: Option<WindowRead>,
-}
-
-/// The last read of the database's 24-hour count.
-#[derive(Clone, Copy)]
-struct WindowRead {
-    at: Instant,
-    now: Timestamp,
-    sent: i64,
-    frees: Option<Timestamp>,
-    /// `committed` just before the read: commits after it are added to `sent`.
-    base: i64,
-}
-
-impl SendCount {
-    /// Messages sent in the last 24 hours, and when the oldest hour leaves the window: the last
-    /// read, the sends committed since, and those taken and not yet committed. A send committed
-    /// while the read ran may be counted twice, which holds a message back a little early,
-    /// never lets one past the limit.
-    fn window(&self) -> (i64, Option<Timestamp>) {
-        match self.read {
-            Some(r) => (r.sent + self.committed - r.base + self.unsettled, r.frees),
-            None => (self.committed + self.unsettled, None),
-        }
+/// A message mailgate holds back for the daily limit: deferred, nothing sent, no attempt spent.
+fn held_back(until: Timestamp, reason: String) -> Outcome {
+    Outcome {
+        verdict: Verdict::Deferred { until, reason },
+        stage: Stage::MailFrom,
+        reply: None,
+        detail: "held back by mailgate to stay within Gmail's daily limit".into(),
+        counts: false,
+        unknown: false,
+        sent_by: None,
     }
 }
