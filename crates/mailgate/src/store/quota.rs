@@ -18,6 +18,8 @@ pub struct Reservation {
     pub granted: i64,
     /// Sends recorded in the last 24 hours.
     pub sent: i64,
+    /// Sends the asking instance holds reserved (taken by messages on their way, or not yet).
+    pub held_here: i64,
     /// Sends other instances hold reserved.
     pub held_elsewhere: i64,
     /// When the oldest recorded hour leaves the window.
@@ -60,30 +62,23 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let row = sqlx::query(SENT_IN_WINDOW)
-            .bind(account)
-            .bind(now / 3600 - 23)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (sent, frees) = window(&row)?;
-        let holds = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(CASE WHEN owner = $2 THEN held ELSE 0 END), 0) AS BIGINT) AS mine, \
-             CAST(COALESCE(SUM(CASE WHEN owner = $2 THEN 0 ELSE held END), 0) AS BIGINT) AS others \
-             FROM quota_holds WHERE account = $1",
+        // One statement, so one snapshot: a settlement committing between two reads would
+        // leave its send in neither the sent count nor the holds.
+        let row = sqlx::query(
+            "SELECT (SELECT CAST(COALESCE(SUM(sent), 0) AS BIGINT) FROM account_sends WHERE account = $1 AND hour >= $3) AS n, \
+             (SELECT MIN(hour) FROM account_sends WHERE account = $1 AND hour >= $3) AS oldest, \
+             (SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM quota_holds WHERE account = $1 AND owner = $2) AS mine, \
+             (SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM quota_holds WHERE account = $1 AND owner <> $2) AS others, \
+             (SELECT MAX(blocked_until) FROM quota_blocks WHERE account = $1) AS blocked_until",
         )
         .bind(account)
         .bind(owner)
+        .bind(now / 3600 - 23)
         .fetch_one(&mut *tx)
         .await?;
-        let (mine, others): (i64, i64) = (holds.try_get("mine")?, holds.try_get("others")?);
-        let blocked_until = opt_i64(
-            &sqlx::query("SELECT MAX(blocked_until) AS until FROM quota_blocks WHERE account = $1")
-                .bind(account)
-                .fetch_one(&mut *tx)
-                .await?,
-            "until",
-        )?
-        .filter(|until| *until > now);
+        let (sent, frees) = window(&row)?;
+        let (mine, others): (i64, i64) = (row.try_get("mine")?, row.try_get("others")?);
+        let blocked_until = opt_i64(&row, "blocked_until")?.filter(|until| *until > now);
         let granted = match blocked_until {
             Some(_) => 0,
             None => (limit - sent - mine - others).clamp(0, want.max(0)),
@@ -103,6 +98,7 @@ impl Store {
         Ok(Reservation {
             granted,
             sent,
+            held_here: mine,
             held_elsewhere: others,
             frees,
             blocked_until,

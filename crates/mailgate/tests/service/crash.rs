@@ -75,24 +75,6 @@ async fn burst(
     Arc::try_unwrap(accepted).unwrap().into_inner()
 }
 
-/// Alice's Gmail server with room for a burst (mailgate's daily limit and gsim's), and an API
-/// key.
-async fn ready_for_a_burst(t: &TestApp) -> String {
-    let server = t.sending_as_alice().await;
-    t.set_daily_limit(server, 100_000).await;
-    t.gsim
-        .world()
-        .patch_account(
-            ALICE,
-            gsim::AccountPatch {
-                daily_send_limit: Some(100_000),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    t.api_key().await
-}
-
 #[tokio::test]
 async fn sigkill_in_the_middle_of_a_burst_loses_no_accepted_message() {
     let mut t = spawn(Db::Sqlite).await;

@@ -397,7 +397,7 @@ async fn mailgates_own_daily_limit_holds_back_the_surplus() {
         held_back
             .last_error
             .unwrap()
-            .contains("reached its daily limit (2 of 2 messages in 24 hours)")
+            .contains("reached its daily limit (2 of 2 messages in 24 hours")
     );
     assert_eq!(t.gsim.world().counters().messages_accepted, 2);
     // A day later the window has freed.

@@ -41,6 +41,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// The environment mailgate was started with.
+    pub env: BTreeMap<String, String>,
     postgres_db: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -192,6 +194,7 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>
     .collect();
     tweak(&mut env);
     let config = Config::from_sources(None, &env).unwrap();
+    let started_with = env.clone();
     let clock = Arc::new(OffsetClock::default());
     let application = Application::build_on(listener, config, clock.clone())
         .await
@@ -214,6 +217,7 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>
         http: browser(),
         data_dir,
         database_url,
+        env: started_with,
         postgres_db,
         shutdown: Some(shutdown),
         server: Some(server),
@@ -710,6 +714,62 @@ impl TestApp {
     }
 }
 
+/// Another mailgate on the same database, in this process: a second instance behind the same
+/// public URL, as behind a load balancer.
+pub struct Instance {
+    pub base: String,
+    pub app: Arc<App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn another_instance(&self) -> Instance {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut env = self.env.clone();
+        env.insert(
+            "MAILGATE_HTTP_ADDR".into(),
+            listener.local_addr().unwrap().to_string(),
+        );
+        let config = Config::from_sources(None, &env).unwrap();
+        let application = Application::build_on(listener, config, self.clock.clone())
+            .await
+            .unwrap();
+        let app = application.app();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            application
+                .run_until_stopped(async move {
+                    let _ = stop.await;
+                })
+                .await
+                .unwrap();
+        });
+        Instance {
+            base,
+            app,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+}
+
+impl Instance {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
 pub fn param(url: &str, name: &str) -> Option<String> {
     query_param(url, name)
 }
@@ -762,6 +822,24 @@ async fn signal(child: Child, signal: &str) -> ExitStatus {
         .status()
         .unwrap();
     wait(child).await
+}
+
+/// Alice's Gmail server with room for a burst (mailgate's daily limit and gsim's), and an API
+/// key.
+pub async fn ready_for_a_burst(t: &TestApp) -> String {
+    let server = t.sending_as_alice().await;
+    t.set_daily_limit(server, 100_000).await;
+    t.gsim
+        .world()
+        .patch_account(
+            ALICE,
+            gsim::AccountPatch {
+                daily_send_limit: Some(100_000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    t.api_key().await
 }
 
 /// Gmail refusing the login twice (the stored token, then the fresh one) with its 535.

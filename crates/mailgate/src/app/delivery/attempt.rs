@@ -166,14 +166,14 @@ impl Dispatcher {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let id = settlement.id.clone();
+            let (id, lease) = (settlement.id.clone(), settlement.lease.clone());
             let state = settlement.verdict.state();
             match this.app.store.finish_attempt(settlement).await {
                 Ok(true) => tracing::debug!(%id, %state, "attempt recorded"),
                 Ok(false) => tracing::warn!(%id, "lease lost before the attempt was recorded"),
                 Err(e) => tracing::error!(%id, "cannot record the attempt: {e}"),
             }
-            this.lock_lanes().in_hand.remove(&id);
+            this.lock_lanes().let_go(&id, &lease);
             if failed {
                 this.failed_since_bounces.store(true, Ordering::Relaxed);
             }

@@ -6,13 +6,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Dispatcher;
 use super::attempt::{DotNote, Outcome};
 use super::slots::HeldElsewhere;
+use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
 
 /// Messages a worker takes from its lane before their turn, so their final-dot notes reach the
 /// disk in time (see `work`).
-const NOTED_AHEAD: usize = 4;
+pub(super) const NOTED_AHEAD: usize = 4;
 
 use crate::domain::outgoing::Verdict;
 use crate::domain::{AuthMethod, MailServer, Stage};
@@ -24,6 +24,16 @@ pub(super) struct Lanes {
     /// Every message claimed and not yet settled or given back (waiting in a lane or being
     /// sent), with its lease.
     pub(super) in_hand: HashMap<String, String>,
+}
+
+impl Lanes {
+    /// Forgets a message settled or given back under `lease`, unless it was claimed again
+    /// since (then the new claim holds it).
+    pub(super) fn let_go(&mut self, id: &str, lease: &str) {
+        if self.in_hand.get(id).is_some_and(|held| held == lease) {
+            self.in_hand.remove(id);
+        }
+    }
 }
 
 pub(super) struct Lane {
@@ -131,17 +141,53 @@ impl Dispatcher {
         self.worker_done(server_id);
     }
 
-    fn worker_done(&self, server_id: i64) {
+    /// Starts workers for lanes with messages waiting: up to [`CONNECTIONS_PER_ACCOUNT`] per
+    /// lane, no more than it has messages; one for a server left to other instances, to look
+    /// again.
+    pub(super) fn staff_lanes(self: &Arc<Self>) {
+        let mut spawn = Vec::new();
         {
             let mut lanes = self.lock_lanes();
-            if let Some(lane) = lanes.lanes.get_mut(&server_id) {
-                lane.workers -= 1;
-                if lane.workers == 0 && lane.queue.is_empty() {
-                    lanes.lanes.remove(&server_id);
+            for (server_id, lane) in lanes.lanes.iter_mut() {
+                let most = if self.busy_elsewhere(*server_id) {
+                    1
+                } else {
+                    CONNECTIONS_PER_ACCOUNT
+                };
+                while lane.workers < most && lane.workers < lane.queue.len() {
+                    lane.workers += 1;
+                    spawn.push(*server_id);
                 }
             }
         }
+        for server_id in spawn {
+            self.workers.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(Arc::clone(self).work(server_id));
+        }
+    }
+
+    /// A worker leaves its lane. Messages that reached the lane while its last worker was
+    /// leaving get a new one.
+    fn worker_done(self: &Arc<Self>, server_id: i64) {
+        let unstaffed = {
+            let mut lanes = self.lock_lanes();
+            match lanes.lanes.get_mut(&server_id) {
+                Some(lane) => {
+                    lane.workers -= 1;
+                    if lane.workers == 0 && lane.queue.is_empty() {
+                        lanes.lanes.remove(&server_id);
+                        false
+                    } else {
+                        lane.workers == 0
+                    }
+                }
+                None => false,
+            }
+        };
         self.workers.fetch_sub(1, Ordering::SeqCst);
+        if unstaffed && !self.stopping.load(Ordering::Relaxed) {
+            self.staff_lanes();
+        }
         self.settled.notify_one();
     }
 }

@@ -217,17 +217,15 @@ impl Dispatcher {
             .map(|s| (s.id, s))
             .collect();
         let count = claimed.len();
-        let mut spawn = Vec::new();
         let mut orphans = Vec::new();
         {
             let mut lanes = self.lock_lanes();
             for message in claimed {
-                if lanes.in_hand.contains_key(&message.id) {
-                    // The claim never takes this instance's own leases; should it ever return
-                    // one, the worker holding the message keeps it alone.
-                    tracing::error!(id = %message.id, "claimed a message already in hand; skipped");
-                    continue;
-                }
+                // The claim never takes this instance's own live leases. A message still listed
+                // under an older lease was given back (a lane yielded to other instances) or
+                // taken back (this instance was thought dead) and is claimed anew: the new
+                // lease is the one that counts. A worker still holding the old one cannot send
+                // it: its final dot needs a note under its own lease.
                 lanes
                     .in_hand
                     .insert(message.id.clone(), message.lease.clone());
@@ -246,23 +244,8 @@ impl Dispatcher {
                 lane.server = servers.get(&message.server_id).cloned();
                 lane.queue.push_back(message);
             }
-            for (server_id, lane) in lanes.lanes.iter_mut() {
-                // A server whose sessions are with other instances gets one worker to try again.
-                let most = if self.busy_elsewhere(*server_id) {
-                    1
-                } else {
-                    CONNECTIONS_PER_ACCOUNT
-                };
-                while lane.workers < most && lane.workers < lane.queue.len() {
-                    lane.workers += 1;
-                    spawn.push(*server_id);
-                }
-            }
         }
-        for server_id in spawn {
-            self.workers.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(Arc::clone(self).work(server_id));
-        }
+        self.staff_lanes();
         for message in orphans {
             let outcome = self.unknown_after_restart(&message);
             self.settle(&message, outcome);

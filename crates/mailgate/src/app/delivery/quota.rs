@@ -11,18 +11,19 @@ use std::time::{Duration, Instant};
 
 use super::Dispatcher;
 use super::attempt::Outcome;
+use super::lanes::NOTED_AHEAD;
 
 use crate::clock::{Timestamp, format_utc};
 use crate::domain::outgoing::{Verdict, default_daily_limit};
 use crate::domain::{MailServer, Stage};
 
-/// Sends reserved at a time: one database round trip per this many messages.
+/// The most sends reserved at a time: one database round trip per this many messages.
 const BLOCK: i64 = 16;
 /// Reserved sends unused this long go back, so other instances can have them.
 const RETURN_UNUSED_AFTER: Duration = Duration::from_secs(2);
-/// How long a message waits when the rest of the day's sends are reserved by other instances
-/// (they give back what they do not use within seconds).
-const RESERVED_ELSEWHERE_WAIT: Timestamp = 10;
+/// How long a message waits when the rest of the day's sends are reserved by other instances:
+/// they give back what they do not use after [`RETURN_UNUSED_AFTER`].
+const RESERVED_ELSEWHERE_WAIT: Timestamp = 3;
 
 /// One account's sends as this instance holds them.
 #[derive(Default)]
@@ -69,10 +70,20 @@ impl Dispatcher {
             ));
         }
         if quota.left == 0 {
+            // As many as this lane may use soon: a block left unused only makes other instances
+            // wait for it.
+            let waiting = self
+                .lock_lanes()
+                .lanes
+                .get(&server.id)
+                .map_or(0, |lane| lane.queue.len());
+            let want = i64::try_from(waiting + NOTED_AHEAD + 1)
+                .unwrap_or(BLOCK)
+                .min(BLOCK);
             let reserved = match self
                 .app
                 .store
-                .reserve_sends(account, &self.owner, BLOCK, limit, now)
+                .reserve_sends(account, &self.owner, want, limit, now)
                 .await
             {
                 Ok(reserved) => reserved,
@@ -97,7 +108,7 @@ impl Dispatcher {
             }
             if reserved.granted == 0 {
                 let sent = reserved.sent;
-                if reserved.held_elsewhere > 0 && sent < limit {
+                if reserved.held_elsewhere > 0 && sent + reserved.held_here < limit {
                     let until = now + RESERVED_ELSEWHERE_WAIT;
                     return Some(held_back(
                         until,
@@ -108,10 +119,11 @@ impl Dispatcher {
                     ));
                 }
                 let until = reserved.frees.filter(|t| *t > now).unwrap_or(now + 3600);
+                let counted = sent + reserved.held_here;
                 return Some(held_back(
                     until,
                     format!(
-                        "{account} reached its daily limit ({sent} of {limit} messages in 24 hours); waiting until {}",
+                        "{account} reached its daily limit ({counted} of {limit} messages in 24 hours, those on their way included); waiting until {}",
                         format_utc(until)
                     ),
                 ));

@@ -151,7 +151,7 @@ impl Dispatcher {
         match released {
             Ok(()) => {
                 for message in &waiting {
-                    lanes.in_hand.remove(&message.id);
+                    lanes.let_go(&message.id, &message.lease);
                 }
             }
             Err(e) => {
