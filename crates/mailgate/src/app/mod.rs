@@ -100,16 +100,19 @@ impl App {
         let key_check = store.key_check().await?;
         let fresh = key_check.is_none() && !store.holds_sealed_secrets().await?;
         let sealer = Sealer::load(&config.secret_key, fresh)?;
-        match key_check {
-            Some(check) if !sealer.opens_key_check(&check) => {
-                return Err(CryptoError::WrongKey(config.secret_key.describe()).into());
-            }
-            Some(_) => {}
+        let key_check = match key_check {
+            Some(check) => check,
             None => {
+                // Two instances starting on a new database at once: the first check written
+                // wins, and the other instance, with another key, stops here.
                 store
                     .put_key_check(&sealer.key_check(), clock.now())
-                    .await?
+                    .await?;
+                store.key_check().await?.unwrap_or_default()
             }
+        };
+        if !sealer.opens_key_check(&key_check) {
+            return Err(CryptoError::WrongKey(config.secret_key.describe()).into());
         }
         let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
         let google = GoogleClient::new(config.google.clone(), Arc::clone(&tls))?;

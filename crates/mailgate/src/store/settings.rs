@@ -59,8 +59,19 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
+    /// Records the key check unless one is there already (another instance starting at the same
+    /// moment may have written its own first); the caller reads back which one won.
     pub async fn put_key_check(&self, sealed: &[u8], now: Timestamp) -> Result<(), StoreError> {
-        self.put_setting(KEY_CHECK, None, Some(sealed), now).await
+        sqlx::query(
+            "INSERT INTO settings (key, value, sealed, updated_at) VALUES ($1, NULL, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(KEY_CHECK)
+        .bind(sealed)
+        .bind(now)
+        .execute(self.writes())
+        .await?;
+        Ok(())
     }
 
     /// A plain (not secret) value, such as the last pre-flight report.

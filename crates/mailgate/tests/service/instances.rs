@@ -363,3 +363,47 @@ async fn google_can_send_the_admin_back_to_another_instance() {
     other.stop().await;
     t.finish().await;
 }
+
+/// Two instances start at the same moment on a new database, each with a key of its own: one
+/// key is recorded, and the instance with the other refuses to start (before, the last to write
+/// its check won, and the first went on sealing tokens nobody else could open).
+#[tokio::test]
+async fn two_first_starts_with_different_keys_leave_one_key() {
+    let (url, name) = new_postgres_database().await;
+    let config = |key: &str| {
+        let dir = std::env::temp_dir().join(format!(
+            "mailgate-test-{}",
+            mailgate::crypto::random_token()
+        ));
+        let env: std::collections::BTreeMap<String, String> = [
+            ("MAILGATE_DATA_DIR", dir.display().to_string()),
+            ("MAILGATE_DATABASE_URL", url.clone()),
+            ("MAILGATE_SECRET_KEY", key.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        mailgate::config::Config::from_sources(None, &env).unwrap()
+    };
+    let clock = std::sync::Arc::new(mailgate::clock::OffsetClock::default());
+    let (a, b) = tokio::join!(
+        mailgate::app::App::open(
+            config("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            clock.clone()
+        ),
+        mailgate::app::App::open(
+            config("BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA="),
+            clock.clone()
+        )
+    );
+    let refused: Vec<String> = [&a, &b]
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(refused.len(), 1, "exactly one starts: {refused:?}");
+    assert!(refused[0].contains("MAILGATE_SECRET_KEY"), "{}", refused[0]);
+    for app in [a, b].into_iter().flatten() {
+        app.store.close().await;
+    }
+    drop_postgres_database(&name).await;
+}

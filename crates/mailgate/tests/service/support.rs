@@ -96,6 +96,37 @@ async fn admin_pool() -> sqlx::AnyPool {
         .expect("PostgreSQL reachable (start it: pg_ctlcluster ... main start)")
 }
 
+/// A new, empty PostgreSQL database: its URL and name (for [`drop_postgres_database`]).
+pub async fn new_postgres_database() -> (String, String) {
+    let name = format!(
+        "mailgate_test_{}",
+        mailgate::crypto::random_token()
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "")
+            .chars()
+            .take(16)
+            .collect::<String>()
+    );
+    let pool = admin_pool().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let url = postgres_admin_url();
+    let server = url.rsplit_once('/').map(|(s, _)| s.to_string()).unwrap();
+    (format!("{server}/{name}"), name)
+}
+
+pub async fn drop_postgres_database(name: &str) {
+    let pool = admin_pool().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
+}
+
 /// `MAILGATE_TEST_ENGINE=postgres` runs every test written for the default engine on
 /// PostgreSQL instead (`.ci/run` runs the suite both ways).
 pub fn default_engine(db: Db) -> Db {
@@ -136,24 +167,8 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>
             None,
         ),
         Db::Postgres => {
-            let name = format!(
-                "mailgate_test_{}",
-                mailgate::crypto::random_token()
-                    .to_ascii_lowercase()
-                    .replace(['-', '_'], "")
-                    .chars()
-                    .take(16)
-                    .collect::<String>()
-            );
-            let pool = admin_pool().await;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            let url = postgres_admin_url();
-            let server = url.rsplit_once('/').map(|(s, _)| s.to_string()).unwrap();
-            (format!("{server}/{name}"), Some(name))
+            let (url, name) = new_postgres_database().await;
+            (url, Some(name))
         }
     };
     let endpoints = gsim.endpoints().clone();
@@ -703,12 +718,7 @@ impl TestApp {
             let _ = server.await;
         }
         if let Some(name) = self.postgres_db.take() {
-            let pool = admin_pool().await;
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&pool)
-            .await;
+            drop_postgres_database(&name).await;
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
