@@ -311,21 +311,7 @@ impl Config {
         let data_dir = raw
             .data_dir
             .unwrap_or_else(|| PathBuf::from("mailgate-data"));
-        let database_url = raw
-            .database_url
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailgate.db").display()));
-        if !database_url.starts_with("sqlite:")
-            && !database_url.starts_with("postgres:")
-            && !database_url.starts_with("postgresql:")
-        {
-            return Err(invalid(
-                "database_url",
-                format!(
-                    "`{}` is neither sqlite:// nor postgres://",
-                    redacted(&database_url)
-                ),
-            ));
-        }
+        let database_url = database_url(raw.database_url, &data_dir)?;
         let secret_key = match env_only("MAILGATE_SECRET_KEY") {
             Some(key) => SecretKeySource::Inline(SecretString::from(key)),
             None => SecretKeySource::File(
@@ -576,6 +562,40 @@ fn relay_config(raw: FileRelay, public_url: &Url) -> Result<RelayConfig, ConfigE
 }
 
 /// A URL fit for messages and logs: its password, if any, replaced by `***`.
+/// The engine is chosen by the URL: `postgres://` (or `postgresql://`) for PostgreSQL,
+/// `sqlite://path` or a bare file path for SQLite (the default, in the data directory).
+/// Anything else with a scheme is refused, naming the forms that are accepted.
+fn database_url(given: Option<String>, data_dir: &std::path::Path) -> Result<String, ConfigError> {
+    let Some(url) = given.map(|u| u.trim().to_string()) else {
+        return Ok(format!(
+            "sqlite://{}",
+            data_dir.join("mailgate.db").display()
+        ));
+    };
+    if ["sqlite:", "postgres:", "postgresql:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        return Ok(url);
+    }
+    // A scheme is letters before "://" or a ":" that comes before any "/" (as in `mysql:...`);
+    // a Windows-style drive letter is not on offer here.
+    let scheme_like = url.contains("://")
+        || url
+            .split_once(':')
+            .is_some_and(|(before, _)| !before.is_empty() && !before.contains('/'));
+    if url.is_empty() || scheme_like {
+        return Err(invalid(
+            "database_url",
+            format!(
+                "`{}` is not a database mailgate can use: give postgres://user@host/database for PostgreSQL, or sqlite:///path/to/mailgate.db or a file path for SQLite",
+                redacted(&url)
+            ),
+        ));
+    }
+    Ok(format!("sqlite://{url}"))
+}
+
 pub fn redacted(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
@@ -799,6 +819,41 @@ mod tests {
             "{error}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_database_url_chooses_the_engine() {
+        let url = |given: &str| {
+            Config::from_sources(None, &env(&[("MAILGATE_DATABASE_URL", given)]))
+                .map(|c| c.database_url)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(url("postgres://u@db/mail").unwrap(), "postgres://u@db/mail");
+        assert_eq!(url("postgresql://u@db/m").unwrap(), "postgresql://u@db/m");
+        assert_eq!(
+            url("sqlite:///var/lib/m.db").unwrap(),
+            "sqlite:///var/lib/m.db"
+        );
+        assert_eq!(
+            url("/var/lib/mailgate/m.db").unwrap(),
+            "sqlite:///var/lib/mailgate/m.db"
+        );
+        assert_eq!(url("data/m.db").unwrap(), "sqlite://data/m.db");
+        for refused in [
+            "mysql://root:hunter2@db/mail",
+            "mariadb:db",
+            "redis://x",
+            "",
+        ] {
+            let error = url(refused).unwrap_err();
+            assert!(
+                error.starts_with("database_url: ")
+                    && error.contains("postgres://user@host/database")
+                    && error.contains("sqlite:///path/to/mailgate.db or a file path"),
+                "{error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]
