@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `admin create`, `doctor`, `send`, `api-keys`,
-//! `relay-credentials`, `servers list|test`.
+//! The command line: `serve`, `migrate`, `backup`, `admin create`, `doctor`, `send`,
+//! `api-keys`, `relay-credentials`, `servers list|test`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -35,6 +35,12 @@ enum Command {
     Serve,
     /// Bring the database schema up to date, then exit.
     Migrate,
+    /// Copy the SQLite database, consistently, while mailgate runs (on PostgreSQL: prints the
+    /// pg_dump command to use instead).
+    Backup {
+        /// Where the copy goes; it must not exist yet.
+        file: PathBuf,
+    },
     /// Manage administrators.
     Admin {
         #[command(subcommand)]
@@ -168,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { file } => backup(&config, &file).await,
         Command::Admin {
             command: AdminCommand::Create { email },
         } => {
@@ -236,6 +243,46 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     application.run_until_stopped(shutdown).await?;
     tracing::info!("mailgate stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A consistent copy of the SQLite database. The store is opened without migrating: a backup
+/// taken before an upgrade must hold the schema from before it.
+async fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use crate::store::{Backend, Store};
+    let store = Store::connect(&config.database_url).await?;
+    if store.backend() == Backend::Postgres {
+        store.close().await;
+        eprintln!(
+            "The database is PostgreSQL: back it up with pg_dump, which copies it consistently while mailgate runs:\n  pg_dump --format=custom --file={} '{}'\nRestore with pg_restore --clean --dbname=<url> into a stopped installation. Keep the secret key ({}) with the dump: the tokens in it open only with that key.",
+            file.display(),
+            crate::config::redacted(&config.database_url),
+            config.secret_key.describe()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if file.exists() {
+        store.close().await;
+        anyhow::bail!(
+            "{} already exists; give a new file name (a backup never overwrites)",
+            file.display()
+        );
+    }
+    let copied = store.copy_to(file).await;
+    let version = store.schema_status().await.map(|s| s.applied);
+    store.close().await;
+    copied?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let size = std::fs::metadata(file)?.len();
+    println!(
+        "backed up to {} ({size} bytes, schema version {}); keep the secret key ({}) with it: the tokens in it open only with that key",
+        file.display(),
+        version.ok().flatten().unwrap_or_default(),
+        config.secret_key.describe()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

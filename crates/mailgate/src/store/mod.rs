@@ -195,6 +195,16 @@ impl Store {
         self.schema_status().await
     }
 
+    /// A consistent copy of a SQLite database in a new file (`VACUUM INTO`): one read
+    /// transaction, so writers go on meanwhile and the copy holds one moment's state.
+    pub async fn copy_to(&self, file: &std::path::Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(file.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Commits the writes still queued, then closes every connection.
     pub async fn close(&self) {
         self.writer.close().await;

@@ -457,3 +457,113 @@ async fn a_raw_message_goes_to_its_envelope_not_its_headers() {
     std::fs::remove_dir_all(&dir).unwrap();
     t.finish().await;
 }
+
+/// Runs the binary off the runtime (the in-process gsim and mailgate must keep answering).
+async fn run_mailgate(env: &[(&'static str, String)], args: &[&str]) -> std::process::Output {
+    let (env, args): (Vec<(&str, String)>, Vec<String>) =
+        (env.to_vec(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || mailgate(&env).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// `mailgate backup` copies the SQLite database while mailgate delivers; the copy, with the
+/// secret key, is a working installation (its Google token opens and Test Connection passes).
+#[tokio::test]
+async fn backup_copies_the_database_while_mailgate_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = spawn(Db::SqliteFile).await;
+    t.sending_as_alice().await;
+    let key = t.api_key().await;
+    for i in 0..20 {
+        let (status, body) = t
+            .send(
+                &key,
+                &serde_json::json!({"from": ALICE, "to": [BOB], "subject": format!("kept {i}"), "text": "x"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let env = t.process_env();
+    let restored = temp_dir("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    let copy = restored.join("mailgate.db");
+    let out = run_mailgate(&env, &["backup", copy.to_str().unwrap()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("backed up to ") && stdout.contains("secret.key"),
+        "{stdout}"
+    );
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy holds sealed tokens and admin hashes");
+
+    let again = run_mailgate(&env, &["backup", copy.to_str().unwrap()]).await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // Restored beside a copy of the key: every message is there, and the token opens.
+    std::fs::copy(t.data_dir.join("secret.key"), restored.join("secret.key")).unwrap();
+    let store = mailgate::store::Store::connect(&format!("sqlite://{}", copy.display()))
+        .await
+        .unwrap();
+    let messages = store
+        .list_messages(&mailgate::store::MessageFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 20);
+    store.close().await;
+    let restored_env: Vec<(&'static str, String)> = env
+        .iter()
+        .map(|(k, v)| match *k {
+            "MAILGATE_DATA_DIR" => (*k, restored.display().to_string()),
+            "MAILGATE_DATABASE_URL" => (*k, format!("sqlite://{}", copy.display())),
+            _ => (*k, v.clone()),
+        })
+        .collect();
+    let test = run_mailgate(&restored_env, &["servers", "test", "Gmail"]).await;
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success() && stdout.trim_end().ends_with("Connection Test Successful!"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    std::fs::remove_dir_all(&restored).unwrap();
+    t.finish().await;
+}
+
+/// On PostgreSQL, `mailgate backup` copies nothing: it says to use pg_dump, with the command,
+/// and fails so that a script notices.
+#[test]
+fn backup_on_postgresql_prints_the_pg_dump_command() {
+    let dir = temp_dir("backup-pg");
+    let url = postgres_admin_url().replace("postgres@", "postgres:hunter2@");
+    let out = mailgate(&[
+        ("MAILGATE_DATA_DIR", dir.display().to_string()),
+        ("MAILGATE_DATABASE_URL", url),
+    ])
+    .args(["backup", "/tmp/mailgate.dump"])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "pg_dump --format=custom --file=/tmp/mailgate.dump 'postgres://postgres:***@"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
