@@ -17,6 +17,7 @@ mod logs;
 mod relay;
 mod servers;
 mod settings;
+mod shared_queue;
 mod sign_in_flood;
 mod slow_clients;
 mod support;
