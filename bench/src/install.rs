@@ -181,9 +181,32 @@ impl Installation {
 
     /// Starts the release `mailgate serve` and waits for its ready line.
     pub fn serve(&self) -> anyhow::Result<Served> {
+        self.serve_at(self.port, self.relay_port)
+    }
+
+    /// `count` instances on this installation's database (PostgreSQL), each with ports of its
+    /// own, as behind a load balancer: the first at `port`, the others where the system puts
+    /// them. Returns them with their HTTP and relay ports.
+    pub fn serve_instances(&self, count: usize) -> anyhow::Result<Vec<(Served, u16, u16)>> {
+        let mut served = vec![(self.serve()?, self.port, self.relay_port)];
+        for _ in 1..count {
+            let free = || -> anyhow::Result<u16> {
+                Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port())
+            };
+            let (port, relay_port) = (free()?, free()?);
+            served.push((self.serve_at(port, relay_port)?, port, relay_port));
+        }
+        Ok(served)
+    }
+
+    fn serve_at(&self, port: u16, relay_port: u16) -> anyhow::Result<Served> {
         let started = Instant::now();
         let mut child = Command::new(mailgate_bin())
             .envs(&self.env)
+            .env("MAILGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("MAILGATE_RELAY_ADDR", format!("127.0.0.1:{relay_port}"))
             .env("MAILGATE_LOG", "mailgate=warn")
             .arg("serve")
             .stdout(Stdio::piped())

@@ -6,6 +6,7 @@
 //!   cargo build --release -p mailgate -p mailgate-bench
 //!   target/release/queue-bench [--messages N] [--clients C] [--runs R] [--history H]
 //!                              [--latency-us 0,100,250,500,1000] [--backends sqlite,postgres]
+//!                              [--instances I]
 //!
 //! Per run and backend:
 //! - ingest: C API clients submit N messages while delivery runs; the last 202 and the last
@@ -15,7 +16,10 @@
 //!   the same number of sessions through the same wire to the same gsim;
 //! - history: the drain with no latency and H sent messages (and their attempts) already in the
 //!   database;
-//! - memory: H messages queued; peak resident memory once the first N are delivered.
+//! - memory: H messages queued; peak resident memory once the first N are delivered;
+//! - on PostgreSQL, with I instances (I > 1) on the one database: the ingest, the clients
+//!   spread over the instances' APIs, and the drain at each latency, beside one instance's in
+//!   the same run; with the most Gmail sessions the account had open at once.
 
 use mailgate_bench::{accepted_so_far, delivered, direct, install, median, per_sec, wire};
 
@@ -33,6 +37,7 @@ struct Options {
     history: usize,
     latencies_us: Vec<u64>,
     backends: Vec<String>,
+    instances: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -43,6 +48,7 @@ fn options() -> anyhow::Result<Options> {
         history: 100_000,
         latencies_us: vec![0, 100, 250, 500, 1000],
         backends: vec!["sqlite".into(), "postgres".into()],
+        instances: 3,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -56,6 +62,7 @@ fn options() -> anyhow::Result<Options> {
                 o.latencies_us = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
             "--backends" => o.backends = value.split(',').map(str::to_string).collect(),
+            "--instances" => o.instances = value.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -73,23 +80,52 @@ struct Run {
     drain_history: f64,
     queued_peak_mib: f64,
     logins: u64,
+    /// With several instances on PostgreSQL.
+    shared: Option<SharedRun>,
 }
 
-/// C API clients submit N messages while delivery runs.
-async fn ingest(gsim: &Gsim, backend: &str, o: &Options, run: &mut Run) -> anyhow::Result<()> {
+#[derive(Default)]
+struct SharedRun {
+    accepted: f64,
+    delivered: f64,
+    /// Per latency.
+    drains: Vec<f64>,
+    /// The most Gmail sessions the account had open at once, over all phases.
+    peak_sessions: u64,
+}
+
+/// What one ingest measured.
+struct Ingest {
+    accepted: f64,
+    delivered: f64,
+    ready_ms: f64,
+    idle_mib: f64,
+    logins: u64,
+}
+
+/// C API clients submit N messages while delivery runs, spread over `instances` instances.
+async fn ingest(
+    gsim: &Gsim,
+    backend: &str,
+    o: &Options,
+    instances: usize,
+) -> anyhow::Result<Ingest> {
     let install = Installation::new(gsim, backend, gsim.endpoints().smtp_starttls).await?;
     let before = accepted_so_far(gsim);
     let logins_before = gsim.world().counters().smtp_logins.ok;
-    let served = install.serve()?;
-    run.ready_ms = served.ready.as_secs_f64() * 1000.0;
-    run.idle_mib = served.memory_mib()?.0;
-    let url = format!("http://127.0.0.1:{}/api/v1/messages", install.port);
+    let served = install.serve_instances(instances)?;
+    let ready_ms = served[0].0.ready.as_secs_f64() * 1000.0;
+    let idle_mib = served[0].0.memory_mib()?.0;
+    let urls: Vec<String> = served
+        .iter()
+        .map(|(_, port, _)| format!("http://127.0.0.1:{port}/api/v1/messages"))
+        .collect();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..o.clients {
+    for client in 0..o.clients {
         let (url, key, next, total) = (
-            url.clone(),
+            urls[client % urls.len()].clone(),
             install.api_key.clone(),
             next.clone(),
             o.messages,
@@ -116,12 +152,20 @@ async fn ingest(gsim: &Gsim, backend: &str, o: &Options, run: &mut Run) -> anyho
     for result in clients.join_all().await {
         result?;
     }
-    run.accepted = per_sec(o.messages, started.elapsed());
+    let accepted = per_sec(o.messages, started.elapsed());
     delivered(gsim, before, o.messages).await?;
-    run.delivered = per_sec(o.messages, started.elapsed());
-    run.logins = gsim.world().counters().smtp_logins.ok - logins_before;
-    served.stop().await?;
-    install.remove().await
+    let measured = Ingest {
+        accepted,
+        delivered: per_sec(o.messages, started.elapsed()),
+        ready_ms,
+        idle_mib,
+        logins: gsim.world().counters().smtp_logins.ok - logins_before,
+    };
+    for (instance, _, _) in served {
+        instance.stop().await?;
+    }
+    install.remove().await?;
+    Ok(measured)
 }
 
 /// N queued messages drained from the ready line, through a wire of `latency` one way, with
@@ -133,18 +177,23 @@ async fn drain(
     o: &Options,
     latency: Duration,
     history: usize,
+    instances: usize,
 ) -> anyhow::Result<(f64, Option<(f64, f64)>)> {
     let smtp = wire::delayed(gsim.endpoints().smtp_starttls, latency)?;
     let install = Installation::new(gsim, backend, smtp).await?;
     install.load(o.messages, history).await?;
     let before = accepted_so_far(gsim);
-    let served = install.serve()?;
+    // Timed from the first instance's ready line: it starts delivering at once.
     let started = Instant::now();
+    let served = install.serve_instances(instances)?;
+    let started = started + served[0].0.ready;
     delivered(gsim, before, o.messages).await?;
     let rate = per_sec(o.messages, started.elapsed());
-    served.stop().await?;
+    for (instance, _, _) in served {
+        instance.stop().await?;
+    }
     let mut direct = None;
-    if history == 0 {
+    if history == 0 && instances == 1 {
         let app = install.open().await?;
         let body: Vec<u8> = sqlx::Row::try_get(
             &sqlx::query("SELECT body FROM messages LIMIT 1")
@@ -204,19 +253,54 @@ async fn main() -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for _ in 0..o.runs {
             let mut run = Run::default();
-            ingest(&gsim, backend, &o, &mut run).await?;
+            let one = ingest(&gsim, backend, &o, 1).await?;
+            (
+                run.accepted,
+                run.delivered,
+                run.ready_ms,
+                run.idle_mib,
+                run.logins,
+            ) = (
+                one.accepted,
+                one.delivered,
+                one.ready_ms,
+                one.idle_mib,
+                one.logins,
+            );
             for latency in &o.latencies_us {
                 let latency = Duration::from_micros(*latency);
-                let (drain, direct) = drain(&gsim, backend, &o, latency, 0).await?;
+                let (drain, direct) = drain(&gsim, backend, &o, latency, 0, 1).await?;
                 let (plain, pipelined) = direct.unwrap_or((f64::NAN, f64::NAN));
                 run.drains.push((drain, plain, pipelined));
             }
             // --history 0 measures ingest and drains alone (as when profiling them).
             if o.history > 0 {
-                run.drain_history = drain(&gsim, backend, &o, Duration::ZERO, o.history)
+                run.drain_history = drain(&gsim, backend, &o, Duration::ZERO, o.history, 1)
                     .await?
                     .0;
                 memory(&gsim, backend, &o, &mut run).await?;
+            }
+            if backend == "postgres" && o.instances > 1 {
+                gsim.world().reset_smtp_peaks();
+                let many = ingest(&gsim, backend, &o, o.instances).await?;
+                let mut shared = SharedRun {
+                    accepted: many.accepted,
+                    delivered: many.delivered,
+                    ..Default::default()
+                };
+                for latency in &o.latencies_us {
+                    let latency = Duration::from_micros(*latency);
+                    let (drain, _) = drain(&gsim, backend, &o, latency, 0, o.instances).await?;
+                    shared.drains.push(drain);
+                }
+                shared.peak_sessions = gsim
+                    .world()
+                    .counters()
+                    .smtp_peak_sessions
+                    .get(install::ACCOUNT)
+                    .copied()
+                    .unwrap_or(0);
+                run.shared = Some(shared);
             }
             gsim.world().clear_deliveries();
             runs.push(run);
@@ -224,13 +308,13 @@ async fn main() -> anyhow::Result<()> {
         results.push((backend.clone(), runs));
     }
     gsim.stop().await;
-    report(&results, &o.latencies_us);
+    report(&results, &o.latencies_us, o.instances);
     Ok(())
 }
 
 /// Markdown tables of the medians, each run's value in parentheses. The history comparison
 /// uses the first latency's drain (0 ms), the one the history drain runs at.
-fn report(results: &[(String, Vec<Run>)], latencies: &[u64]) {
+fn report(results: &[(String, Vec<Run>)], latencies: &[u64], instances: usize) {
     let m = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let each = |runs: &[Run], f: fn(&Run) -> f64| {
         runs.iter()
@@ -282,6 +366,57 @@ fn report(results: &[(String, Vec<Run>)], latencies: &[u64]) {
                 drain / best
             );
         }
+    }
+    for (backend, runs) in results {
+        let shared: Vec<&SharedRun> = runs.iter().filter_map(|r| r.shared.as_ref()).collect();
+        if shared.is_empty() {
+            continue;
+        }
+        println!(
+            "\n| {backend} | API ingest msg/s | end to end msg/s |{} most Gmail sessions at once |",
+            latencies
+                .iter()
+                .map(|l| format!(" drain at {l} µs msg/s |"))
+                .collect::<String>()
+        );
+        println!("|---|---|---|{}---|", "---|".repeat(latencies.len()));
+        let one = |f: fn(&Run) -> f64| {
+            let v: Vec<f64> = runs.iter().map(f).collect();
+            format!("{:.0} ({})", median(v.clone()), list(&v))
+        };
+        let many = |f: fn(&SharedRun) -> f64| {
+            let v: Vec<f64> = shared.iter().map(|r| f(r)).collect();
+            format!("{:.0} ({})", median(v.clone()), list(&v))
+        };
+        let drains_one: String = (0..latencies.len())
+            .map(|i| {
+                let v: Vec<f64> = runs.iter().map(|r| r.drains[i].0).collect();
+                format!(" {:.0} ({}) |", median(v.clone()), list(&v))
+            })
+            .collect();
+        let drains_many: String = (0..latencies.len())
+            .map(|i| {
+                let v: Vec<f64> = shared.iter().map(|r| r.drains[i]).collect();
+                format!(" {:.0} ({}) |", median(v.clone()), list(&v))
+            })
+            .collect();
+        println!(
+            "| 1 instance | {} | {} |{drains_one} (not counted) |",
+            one(|r| r.accepted),
+            one(|r| r.delivered)
+        );
+        println!(
+            "| {instances} instances | {} | {} |{drains_many} {} |",
+            many(|r| r.accepted),
+            many(|r| r.delivered),
+            shared.iter().map(|r| r.peak_sessions).max().unwrap_or(0)
+        );
+    }
+    if results
+        .iter()
+        .all(|(_, runs)| runs.iter().all(|r| r.drain_history == 0.0))
+    {
+        return;
     }
     println!(
         "\n| backend | drain, empty history msg/s | drain, history full msg/s | history / empty | peak RSS with the history queued, MiB |"

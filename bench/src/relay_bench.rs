@@ -5,6 +5,7 @@
 //!   python3 -m venv /var/tmp/emailproxy-venv && /var/tmp/emailproxy-venv/bin/pip install emailproxy
 //!   cargo build --release -p mailgate -p mailgate-bench
 //!   target/release/relay-bench [--messages N] [--proxy-messages P] [--clients C] [--runs R]
+//!                              [--instances I]
 //!
 //! email-oauth2-proxy gets P messages (at least one session per client): at its rate, N would
 //! take the better part of an hour.
@@ -18,6 +19,9 @@
 //! - email-oauth2-proxy (`emailproxy --no-gui`): plain SMTP on loopback with AUTH PLAIN, the
 //!   proxy then speaking STARTTLS and XOAUTH2 to gsim, its tokens stored encrypted as after its
 //!   first authorisation. It does not queue: its 250 is gsim's.
+//!
+//! The relay is measured on SQLite, then on PostgreSQL with one instance and with I instances
+//! on the one database, the clients spread over their relays, in the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,6 +47,7 @@ struct Options {
     proxy_messages: usize,
     clients: usize,
     runs: usize,
+    instances: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -51,6 +56,7 @@ fn options() -> anyhow::Result<Options> {
         proxy_messages: 40,
         clients: 8,
         runs: 3,
+        instances: 3,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -60,6 +66,7 @@ fn options() -> anyhow::Result<Options> {
             "--proxy-messages" => o.proxy_messages = value.parse()?,
             "--clients" => o.clients = value.parse()?,
             "--runs" => o.runs = value.parse()?,
+            "--instances" => o.instances = value.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -84,10 +91,11 @@ enum Login {
     XOAuth2(SecretString),
 }
 
-/// `clients` at once send `total` messages, `per_session` per session; how long it took.
+/// `clients` at once send `total` messages, `per_session` per session, client `c` to
+/// `targets[c % targets.len()]`; how long it took.
 async fn send(
     connector: &SmtpConnector,
-    target: &Target,
+    targets: &[Target],
     login: Login,
     total: usize,
     per_session: usize,
@@ -98,10 +106,10 @@ async fn send(
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut running = tokio::task::JoinSet::new();
-    for _ in 0..clients {
+    for client in 0..clients {
         let (connector, target, login, next, body) = (
             connector.clone(),
-            target.clone(),
+            targets[client % targets.len()].clone(),
             Arc::clone(&login),
             Arc::clone(&next),
             Arc::clone(&body),
@@ -142,23 +150,33 @@ async fn send(
     Ok(started.elapsed())
 }
 
-/// One relay measurement: (250s per second, deliveries per second).
-async fn relay(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<(f64, f64)> {
-    let install = Installation::new(gsim, "sqlite", gsim.endpoints().smtp_starttls).await?;
+/// One relay measurement on `backend` with `instances` instances, the clients spread over
+/// their relays: (250s per second, deliveries per second).
+async fn relay(
+    gsim: &Gsim,
+    o: &Options,
+    per_session: usize,
+    backend: &str,
+    instances: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let install = Installation::new(gsim, backend, gsim.endpoints().smtp_starttls).await?;
     let app = install.open().await?;
     let password = app
         .create_relay_credential("bench", "")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     app.store.close().await;
-    let served = install.serve()?;
+    let served = install.serve_instances(instances)?;
     let tls = mailgate::tls::client_config(Some(&install.dir.join("relay-cert.pem")))?;
     let connector = SmtpConnector::new(tls, Duration::from_secs(30));
-    let target = Target {
-        host: "127.0.0.1".into(),
-        port: install.relay_port,
-        security: Security::StartTls,
-    };
+    let targets: Vec<Target> = served
+        .iter()
+        .map(|(_, _, relay_port)| Target {
+            host: "127.0.0.1".into(),
+            port: *relay_port,
+            security: Security::StartTls,
+        })
+        .collect();
     let login = Login::Plain {
         user: "bench".into(),
         password: SecretString::from(password),
@@ -167,7 +185,7 @@ async fn relay(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<(
     let started = Instant::now();
     let accepted = send(
         &connector,
-        &target,
+        &targets,
         login,
         o.messages,
         per_session,
@@ -176,7 +194,9 @@ async fn relay(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<(
     .await?;
     delivered(gsim, before, o.messages).await?;
     let all = started.elapsed();
-    served.stop().await?;
+    for (instance, _, _) in served {
+        instance.stop().await?;
+    }
     install.remove().await?;
     Ok((per_sec(o.messages, accepted), per_sec(o.messages, all)))
 }
@@ -198,7 +218,7 @@ async fn direct(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Result<
     };
     let took = send(
         &connector,
-        &target,
+        &[target],
         Login::XOAuth2(token),
         o.messages,
         per_session,
@@ -305,7 +325,15 @@ async fn emailproxy(gsim: &Gsim, o: &Options, per_session: usize) -> anyhow::Res
     };
     // Every client gets at least one session's worth, so the proxy serves them all at once.
     let messages = o.proxy_messages.max(per_session * o.clients);
-    let took = send(&connector, &target, login, messages, per_session, o.clients).await;
+    let took = send(
+        &connector,
+        &[target],
+        login,
+        messages,
+        per_session,
+        o.clients,
+    )
+    .await;
     proxy.stop();
     Ok(per_sec(messages, took?))
 }
@@ -323,45 +351,66 @@ async fn main() -> anyhow::Result<()> {
         o.runs,
         mailgate_bench::install::mailgate_bin()
     );
-    // Per messages-per-session: runs of (relay 250s, relay delivered, direct, emailproxy).
-    let mut rows: Vec<(usize, Vec<[f64; 4]>)> = PER_SESSION.iter().map(|k| (*k, vec![])).collect();
+    // Per messages-per-session: runs of (relay 250s, relay delivered, direct, emailproxy, relay
+    // delivered on PostgreSQL with one instance, and with I).
+    let mut rows: Vec<(usize, Vec<[f64; 6]>)> = PER_SESSION.iter().map(|k| (*k, vec![])).collect();
     for run in 0..o.runs {
         for (per_session, runs) in &mut rows {
-            let (accepted, delivered) = relay(&gsim, &o, *per_session).await?;
+            let (accepted, delivered) = relay(&gsim, &o, *per_session, "sqlite", 1).await?;
             let direct = direct(&gsim, &o, *per_session).await?;
             let proxy = emailproxy(&gsim, &o, *per_session).await?;
+            let (_, postgres) = relay(&gsim, &o, *per_session, "postgres", 1).await?;
+            let (_, shared) = relay(&gsim, &o, *per_session, "postgres", o.instances).await?;
             eprintln!(
-                "run {run}, {per_session}/session: relay {accepted:.0} accepted, {delivered:.0} delivered; direct {direct:.0}; emailproxy {proxy:.1}"
+                "run {run}, {per_session}/session: relay {accepted:.0} accepted, {delivered:.0} delivered; direct {direct:.0}; emailproxy {proxy:.1}; PostgreSQL {postgres:.0}, {} instances {shared:.0}",
+                o.instances
             );
-            runs.push([accepted, delivered, direct, proxy]);
+            runs.push([accepted, delivered, direct, proxy, postgres, shared]);
             gsim.world().clear_deliveries();
         }
     }
     gsim.stop().await;
+    let m = |runs: &[[f64; 6]], i: usize| median(runs.iter().map(|r| r[i]).collect());
+    let each = |runs: &[[f64; 6]], i: usize| {
+        runs.iter()
+            .map(|r| format!("{:.1}", r[i]))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     println!(
         "\n| Messages per session | Relay: 250s/s | Relay: delivered/s | Direct XOAUTH2/s | email-oauth2-proxy/s | Relay ÷ proxy | Relay ÷ direct |"
     );
     println!("|---|---|---|---|---|---|---|");
     for (per_session, runs) in &rows {
-        let m = |i: usize| median(runs.iter().map(|r| r[i]).collect());
-        let each = |i: usize| {
-            runs.iter()
-                .map(|r| format!("{:.1}", r[i]))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        };
         println!(
             "| {per_session} | {:.0} ({}) | {:.0} ({}) | {:.0} ({}) | {:.2} ({}) | {:.0}× | {:.2} |",
-            m(0),
-            each(0),
-            m(1),
-            each(1),
-            m(2),
-            each(2),
-            m(3),
-            each(3),
-            m(1) / m(3),
-            m(1) / m(2),
+            m(runs, 0),
+            each(runs, 0),
+            m(runs, 1),
+            each(runs, 1),
+            m(runs, 2),
+            each(runs, 2),
+            m(runs, 3),
+            each(runs, 3),
+            m(runs, 1) / m(runs, 3),
+            m(runs, 1) / m(runs, 2),
+        );
+    }
+    println!(
+        "\n| Messages per session | SQLite, 1 instance: delivered/s | PostgreSQL, 1 instance | PostgreSQL, {} instances | {} ÷ 1 on PostgreSQL |",
+        o.instances, o.instances
+    );
+    println!("|---|---|---|---|---|");
+    for (per_session, runs) in &rows {
+        println!(
+            "| {per_session} | {:.0} ({}) | {:.0} ({}) | {:.0} ({}) | {:.2} |",
+            m(runs, 1),
+            each(runs, 1),
+            m(runs, 4),
+            each(runs, 4),
+            m(runs, 5),
+            each(runs, 5),
+            m(runs, 5) / m(runs, 4),
         );
     }
     Ok(())

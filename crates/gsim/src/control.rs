@@ -265,6 +265,12 @@ impl World {
         self.with(|s| s.counters.clone())
     }
 
+    /// Starts counting each account's most concurrent SMTP sessions afresh (between phases of
+    /// a benchmark).
+    pub fn reset_smtp_peaks(&self) {
+        self.with(|s| s.counters.smtp_peak_sessions.clear());
+    }
+
     pub fn set_auto_consent(&self, enabled: bool) {
         self.with(|s| s.settings.oauth.auto_consent = enabled);
     }

@@ -572,11 +572,11 @@ fn database_url(given: Option<String>, data_dir: &std::path::Path) -> Result<Str
             data_dir.join("mailgate.db").display()
         ));
     };
-    if ["sqlite:", "postgres:", "postgresql:"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
-    {
+    if url.starts_with("sqlite:") {
         return Ok(url);
+    }
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        return postgres_tls(url);
     }
     // A scheme is letters before "://" or a ":" that comes before any "/" (as in `mysql:...`);
     // a Windows-style drive letter is not on offer here.
@@ -594,6 +594,53 @@ fn database_url(given: Option<String>, data_dir: &std::path::Path) -> Result<Str
         ));
     }
     Ok(format!("sqlite://{url}"))
+}
+
+/// PostgreSQL over a network is TLS, verified, as everything else mailgate talks to: without an
+/// `sslmode`, a server off this machine gets `verify-full` (the public roots, or `sslrootcert`
+/// for a private CA) and one on loopback or a Unix socket gets `disable` (TLS to oneself protects
+/// nothing and costs every query). The modes that encrypt without checking who answers are
+/// refused rather than half-trusted.
+fn postgres_tls(url: String) -> Result<String, ConfigError> {
+    let parsed = Url::parse(&url).map_err(|e| {
+        invalid(
+            "database_url",
+            format!("`{}` is not a valid URL ({e})", redacted(&url)),
+        )
+    })?;
+    let param = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    match param("sslmode").as_deref() {
+        Some("verify-full" | "verify-ca" | "disable") => Ok(url),
+        Some(mode @ ("allow" | "prefer" | "require")) => Err(invalid(
+            "database_url",
+            format!(
+                "sslmode={mode} encrypts without checking the server's certificate; use sslmode=verify-full (add sslrootcert=/path/to/ca.pem for a private CA), or sslmode=disable for a server on a network you trust"
+            ),
+        )),
+        Some(mode) => Err(invalid(
+            "database_url",
+            format!("sslmode={mode} is not one of verify-full, verify-ca, disable"),
+        )),
+        None => {
+            let host = param("host").or_else(|| parsed.host_str().map(str::to_string));
+            let local = host.as_deref().is_none_or(|h| {
+                h.is_empty()
+                    || h.starts_with('/')
+                    || h == "localhost"
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            let mode = if local { "disable" } else { "verify-full" };
+            let joiner = if parsed.query().is_some() { '&' } else { '?' };
+            Ok(format!("{url}{joiner}sslmode={mode}"))
+        }
+    }
 }
 
 pub fn redacted(url: &str) -> String {
@@ -793,7 +840,10 @@ mod tests {
             "the environment's list replaces the file's"
         );
         assert_eq!((config.retention_days, config.history_days), (3, 30));
-        assert_eq!(config.database_url, "postgres://mailgate:s3cret@db/mail");
+        assert_eq!(
+            config.database_url,
+            "postgres://mailgate:s3cret@db/mail?sslmode=verify-full"
+        );
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
         let error = Config::from_sources(None, &env(&[("MAILGATE_MAX_MESSAGE_SIZE", "25MB")]))
@@ -828,8 +878,39 @@ mod tests {
                 .map(|c| c.database_url)
                 .map_err(|e| e.to_string())
         };
-        assert_eq!(url("postgres://u@db/mail").unwrap(), "postgres://u@db/mail");
-        assert_eq!(url("postgresql://u@db/m").unwrap(), "postgresql://u@db/m");
+        assert_eq!(
+            url("postgres://u@db/mail").unwrap(),
+            "postgres://u@db/mail?sslmode=verify-full"
+        );
+        assert_eq!(
+            url("postgresql://u@db/m?application_name=mg").unwrap(),
+            "postgresql://u@db/m?application_name=mg&sslmode=verify-full"
+        );
+        assert_eq!(
+            url("postgres://u@127.0.0.1:5432/m").unwrap(),
+            "postgres://u@127.0.0.1:5432/m?sslmode=disable"
+        );
+        assert_eq!(
+            url("postgres://u@[::1]/m").unwrap(),
+            "postgres://u@[::1]/m?sslmode=disable"
+        );
+        assert_eq!(
+            url("postgres:///m?host=/var/run/postgresql").unwrap(),
+            "postgres:///m?host=/var/run/postgresql&sslmode=disable"
+        );
+        assert_eq!(
+            url("postgres://u@db/m?sslmode=verify-ca&sslrootcert=/ca.pem").unwrap(),
+            "postgres://u@db/m?sslmode=verify-ca&sslrootcert=/ca.pem"
+        );
+        for unverified in ["require", "prefer", "allow"] {
+            let error =
+                url(&format!("postgres://u:hunter2@db/m?sslmode={unverified}")).unwrap_err();
+            assert!(
+                error.contains("without checking the server's certificate")
+                    && error.contains("sslmode=verify-full"),
+                "{error}"
+            );
+        }
         assert_eq!(
             url("sqlite:///var/lib/m.db").unwrap(),
             "sqlite:///var/lib/m.db"

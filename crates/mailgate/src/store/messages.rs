@@ -408,12 +408,17 @@ impl Store {
             .await
     }
 
-    /// Gives leased messages back untouched (graceful shutdown): due again at once.
+    /// Gives leased messages back untouched (graceful shutdown, a lane left to other
+    /// instances): due again at once. One transaction: one commit, however many.
     pub async fn release_messages(
         &self,
         messages: &[(String, String)],
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writes().begin().await?;
         for (id, lease) in messages {
             sqlx::query(
                 "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
@@ -422,9 +427,10 @@ impl Store {
             .bind(now)
             .bind(id)
             .bind(lease)
-            .execute(self.writes())
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

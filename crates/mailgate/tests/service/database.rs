@@ -318,3 +318,33 @@ async fn one_failing_write_leaves_the_rest_of_its_batch_committed_on_sqlite() {
 async fn one_failing_write_leaves_the_rest_of_its_batch_committed_on_postgres() {
     one_failing_write_leaves_the_rest_of_its_batch_committed(Db::Postgres).await;
 }
+
+/// PostgreSQL's TLS is verified: a server whose certificate no trusted authority signed (this
+/// machine's, self-signed) is refused under `sslmode=verify-full`, the mode mailgate gives every
+/// server off loopback, instead of being used unchecked.
+#[tokio::test]
+async fn a_postgres_certificate_nobody_signed_is_refused() {
+    let url = format!("{}?sslmode=verify-full", postgres_admin_url());
+    let refused = match mailgate::store::Store::connect(&url).await {
+        Ok(store) => {
+            store.close().await;
+            panic!("connected to a server whose certificate nobody vouches for");
+        }
+        Err(e) => e.to_string(),
+    };
+    // (A server without TLS at all is refused too, for that.)
+    let why = refused.to_lowercase();
+    assert!(
+        why.contains("certificate") || why.contains("tls") || why.contains("ssl"),
+        "refused for its certificate: {refused}"
+    );
+    // The same server on loopback without sslmode: mailgate's configuration says `disable`.
+    let env: std::collections::BTreeMap<String, String> =
+        [("MAILGATE_DATABASE_URL".to_string(), postgres_admin_url())].into();
+    let config = mailgate::config::Config::from_sources(None, &env).unwrap();
+    assert!(config.database_url.ends_with("sslmode=disable"));
+    let store = mailgate::store::Store::connect(&config.database_url)
+        .await
+        .unwrap();
+    store.close().await;
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::attempt::{DotNote, Outcome};
-use super::slots::HeldElsewhere;
+use super::slots::{Crowded, HeldElsewhere};
 use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
 
 /// Messages a worker takes from its lane before their turn, so their final-dot notes reach the
@@ -83,7 +83,7 @@ impl Dispatcher {
                 Some(server) => match self.take_slot(&Self::account_of(server)).await {
                     Ok(slot) => (None, Some(slot)),
                     Err(HeldElsewhere) => {
-                        self.yield_lane(server_id).await;
+                        self.leave_lane(server_id).await;
                         self.worker_done(server_id);
                         return;
                     }
@@ -135,24 +135,26 @@ impl Dispatcher {
             // An envelope for a message that is not coming: not a session to pool.
             session = None;
         }
-        if let (Some(session), Some(slot)) = (session, slot) {
-            self.put_idle(server_id, session, slot);
+        match (session, slot) {
+            (Some(session), Some(slot)) => self.put_idle(server_id, session, slot),
+            (None, Some(slot)) => slot.release().await,
+            (_, None) => {}
         }
         self.worker_done(server_id);
     }
 
     /// Starts workers for lanes with messages waiting: up to [`CONNECTIONS_PER_ACCOUNT`] per
-    /// lane, no more than it has messages; one for a server left to other instances, to look
-    /// again.
+    /// lane, no more than it has messages; while the account's other slots are with other
+    /// instances, none beyond those it has (one for a lane that has none, to look again).
     pub(super) fn staff_lanes(self: &Arc<Self>) {
         let mut spawn = Vec::new();
         {
             let mut lanes = self.lock_lanes();
             for (server_id, lane) in lanes.lanes.iter_mut() {
-                let most = if self.busy_elsewhere(*server_id) {
-                    1
-                } else {
-                    CONNECTIONS_PER_ACCOUNT
+                let most = match self.crowded(*server_id) {
+                    None => CONNECTIONS_PER_ACCOUNT,
+                    Some(Crowded::Capped) => lane.workers.max(1),
+                    Some(Crowded::Yielded) => 1,
                 };
                 while lane.workers < most && lane.workers < lane.queue.len() {
                     lane.workers += 1;

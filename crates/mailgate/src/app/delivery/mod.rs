@@ -76,8 +76,8 @@ pub struct Dispatcher {
     idle: Mutex<HashMap<i64, Vec<pool::Idle>>>,
     /// Per account, this instance's share of its session slots.
     accounts: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Servers whose account's slots were all held by other instances, until when.
-    busy: Mutex<HashMap<i64, Instant>>,
+    /// Servers whose account's slots were all held by other instances, how, until when.
+    crowded: Mutex<HashMap<i64, (slots::Crowded, Instant)>>,
     /// Per account, the sends reserved here and Gmail's last "quota exceeded".
     quotas: Mutex<HashMap<String, quota::SharedQuota>>,
     workers: AtomicUsize,
@@ -127,7 +127,7 @@ impl Dispatcher {
             lanes: Mutex::new(Lanes::default()),
             idle: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
-            busy: Mutex::new(HashMap::new()),
+            crowded: Mutex::new(HashMap::new()),
             quotas: Mutex::new(HashMap::new()),
             workers: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -202,7 +202,7 @@ impl Dispatcher {
                 now,
                 now + LEASE_SECS,
                 i64::try_from(room).unwrap_or(0),
-                &self.servers_busy_elsewhere(),
+                &self.servers_yielded(),
             )
             .await?;
         if claimed.is_empty() {

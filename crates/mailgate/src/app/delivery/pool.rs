@@ -52,7 +52,10 @@ impl Dispatcher {
             if entry.since.elapsed() < IDLE_REUSE {
                 return Some((entry.session, entry.slot));
             }
-            tokio::spawn(entry.session.quit());
+            tokio::spawn(async move {
+                entry.session.quit().await;
+                entry.slot.release().await;
+            });
         }
         None
     }
@@ -80,7 +83,7 @@ impl Dispatcher {
         };
         for entry in closing {
             entry.session.quit().await;
-            drop(entry.slot);
+            entry.slot.release().await;
         }
     }
 

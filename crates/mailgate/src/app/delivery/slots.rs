@@ -3,9 +3,11 @@
 //! workers wait for each other without asking the database) and a row in `session_slots` (the
 //! instances share the cap). A worker holds one while it works; an idle session keeps it.
 //!
-//! A worker that finds every row held by other instances does not wait for one: its lane's
-//! messages go back to the queue for the instances that hold the slots, and this instance
-//! leaves the account alone for a moment (see `Dispatcher::yield_lane`).
+//! A worker that finds every row held by other instances does not wait for one. If another
+//! worker of its lane holds a slot, it simply leaves, and the lane gets no more workers for a
+//! moment (`Crowded::Capped`). If none does, the lane's messages go back to the queue for the
+//! instances that hold the slots, and this instance claims none of that server's messages for a
+//! moment (`Crowded::Yielded`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +17,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
 use crate::store::{Claimed, Store};
 
-/// How long an instance leaves an account alone after finding its slots all held elsewhere.
-const BUSY_ELSEWHERE: Duration = Duration::from_secs(2);
+/// How long a server stays capped or yielded after its account's slots were all elsewhere.
+const ELSEWHERE_FOR: Duration = Duration::from_secs(2);
 
-/// One of an account's session slots. Dropped, it frees its row, then its permit: a worker of
-/// this instance given the permit then finds the row free.
+/// A server whose account had no slot free here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Crowded {
+    /// Some of its sessions are here: it keeps its workers, gets no more.
+    Capped,
+    /// None are: its messages are left to the instances holding them.
+    Yielded,
+}
+
+/// One of an account's session slots. [`Slot::release`] frees its row, then its permit, so a
+/// worker of this instance given the permit finds the row free. Dropped without it (a
+/// cancelled task), the same happens in a task of its own.
 pub(super) struct Slot {
     account: String,
     number: i64,
@@ -32,11 +44,25 @@ impl Slot {
     pub(super) fn account(&self) -> &str {
         &self.account
     }
+
+    pub(super) async fn release(mut self) {
+        let permit = self.permit.take();
+        free(&self.store, &self.account, self.number, &self.owner).await;
+        drop(permit);
+    }
+}
+
+async fn free(store: &Store, account: &str, number: i64, owner: &str) {
+    if let Err(e) = store.free_session_slot(account, number, owner).await {
+        tracing::warn!(%account, "cannot free a session slot: {e}");
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let permit = self.permit.take();
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         let (store, account, owner, number) = (
             self.store.clone(),
             std::mem::take(&mut self.account),
@@ -46,9 +72,7 @@ impl Drop for Slot {
         // No runtime: the process is ending, and the row goes with this instance's.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = store.free_session_slot(&account, number, &owner).await {
-                    tracing::warn!(%account, "cannot free a session slot: {e}");
-                }
+                free(&store, &account, number, &owner).await;
                 drop(permit);
             });
         }
@@ -101,32 +125,45 @@ impl Dispatcher {
         }
     }
 
-    /// Whether this instance leaves `server_id` to the instances holding its account's slots.
-    pub(super) fn busy_elsewhere(&self, server_id: i64) -> bool {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        busy.retain(|_, until| *until > Instant::now());
-        busy.contains_key(&server_id)
+    /// Whether `server_id`'s account had no slot free here a moment ago, and how.
+    pub(super) fn crowded(&self, server_id: i64) -> Option<Crowded> {
+        let mut crowded = self.crowded.lock().unwrap_or_else(|p| p.into_inner());
+        crowded.retain(|_, (_, until)| *until > Instant::now());
+        crowded.get(&server_id).map(|(how, _)| *how)
     }
 
     /// The servers left to other instances for now, kept out of this instance's claims.
-    pub(super) fn servers_busy_elsewhere(&self) -> Vec<i64> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        busy.retain(|_, until| *until > Instant::now());
-        busy.keys().copied().collect()
+    pub(super) fn servers_yielded(&self) -> Vec<i64> {
+        let mut crowded = self.crowded.lock().unwrap_or_else(|p| p.into_inner());
+        crowded.retain(|_, (_, until)| *until > Instant::now());
+        crowded
+            .iter()
+            .filter(|(_, (how, _))| *how == Crowded::Yielded)
+            .map(|(server_id, _)| *server_id)
+            .collect()
     }
 
-    /// A worker found every slot held by other instances. If it was its lane's last worker,
-    /// the lane's messages go back to the queue, due now, for the instances that can send
-    /// them; either way this instance claims none of the server's messages for a moment.
-    pub(super) async fn yield_lane(&self, server_id: i64) {
+    /// A worker found every slot held by other instances. If another worker of its lane holds
+    /// one, the lane goes on with what it has. If it was its lane's last worker, the lane's
+    /// messages go back to the queue, due now, for the instances that can send them.
+    pub(super) async fn leave_lane(&self, server_id: i64) {
         let waiting: Vec<Claimed> = {
             let mut lanes = self.lock_lanes();
-            self.busy
+            let last = lanes
+                .lanes
+                .get(&server_id)
+                .is_none_or(|lane| lane.workers <= 1);
+            let how = if last {
+                Crowded::Yielded
+            } else {
+                Crowded::Capped
+            };
+            self.crowded
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(server_id, Instant::now() + BUSY_ELSEWHERE);
+                .insert(server_id, (how, Instant::now() + ELSEWHERE_FOR));
             match lanes.lanes.get_mut(&server_id) {
-                Some(lane) if lane.workers == 1 => lane.queue.drain(..).collect(),
+                Some(lane) if last => lane.queue.drain(..).collect(),
                 _ => return,
             }
         };
