@@ -340,6 +340,23 @@ impl Served {
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
+    /// CPU time the process used so far (user and system), from /proc: what a message costs,
+    /// less at the mercy of the scheduler than elapsed time.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit_once(')').context("no command in /proc stat")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .context("short /proc stat")?
+            .iter()
+            .map(|f| f.parse::<f64>())
+            .sum::<Result<f64, _>>()?;
+        // USER_HZ is 100 on Linux.
+        Ok(ticks / 100.0)
+    }
+
     /// SIGTERM, and wait for the graceful stop.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")

@@ -189,6 +189,11 @@ async fn drain(
     let started = started + served[0].0.ready;
     delivered(gsim, before, o.messages).await?;
     let rate = per_sec(o.messages, started.elapsed());
+    eprintln!(
+        "cpu_ms {backend} {} µs: {:.3} ms of mailgate CPU per message",
+        latency.as_micros(),
+        served_cpu(&served)? * 1000.0 / o.messages as f64
+    );
     for (instance, _, _) in served {
         instance.stop().await?;
     }
@@ -217,6 +222,27 @@ async fn drain(
     }
     install.remove().await?;
     Ok((rate, direct))
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn served_cpu(served: &impl ServedCpu) -> anyhow::Result<f64> {
+    served.cpu()
+}
+
+trait ServedCpu {
+    fn cpu(&self) -> anyhow::Result<f64>;
+}
+
+impl ServedCpu for install::Served {
+    fn cpu(&self) -> anyhow::Result<f64> {
+        self.cpu_seconds()
+    }
+}
+
+impl ServedCpu for Vec<(install::Served, u16, u16)> {
+    fn cpu(&self) -> anyhow::Result<f64> {
+        self.iter().map(|(s, _, _)| s.cpu_seconds()).sum()
+    }
 }
 
 /// `history` messages queued; the peak resident memory once the first N are delivered.

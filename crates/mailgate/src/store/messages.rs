@@ -82,8 +82,6 @@ pub struct Settlement {
     pub outcome_unknown: bool,
     /// The Gmail account whose daily quota the send used.
     pub sent_by: Option<String>,
-    /// The instance that reserved that send (see `quota_holds`).
-    pub owner: String,
     pub now: Timestamp,
 }
 
@@ -660,7 +658,7 @@ async fn settle(conn: &mut sqlx::AnyConnection, s: &Settlement) -> Result<bool, 
     .execute(&mut *conn)
     .await?;
     if let (Verdict::Sent, Some(account)) = (&s.verdict, &s.sent_by) {
-        super::quota::record_send(conn, account, &s.owner, now).await?;
+        super::quota::record_send(conn, account, now).await?;
     }
     Ok(true)
 }

@@ -1,10 +1,14 @@
 //! The daily limit's rows: sends recorded per account and hour (`account_sends`, written with
-//! each settlement), sends reserved by each instance and not yet recorded (`quota_holds`), and
-//! Gmail's last "quota exceeded" (`quota_blocks`).
+//! each settlement), what each instance holds (`quota_holds`: sends it reserved and has not
+//! used, plus sends on their way whose settlement it has not seen), and Gmail's last "quota
+//! exceeded" (`quota_blocks`).
 //!
-//! An instance sends only what it reserved, and a reservation never lets recorded plus reserved
-//! sends pass the limit; so the limit holds exactly, however many instances send. Reservations
-//! are taken in blocks, so the database is asked once per block, not once per message.
+//! An instance sends only what it reserved, and a reservation never lets recorded plus held
+//! sends pass the limit; so the limit holds exactly, however many instances send. A hold is
+//! written whole at each reservation and each release, never counted down per message: a send
+//! settled since is then counted twice (in its hour and in the hold) until its instance next
+//! writes its hold, which errs on the side of the limit and spares every settlement a
+//! statement. Reservations come in blocks, so the database is asked once per block.
 
 use sqlx::Row;
 
@@ -18,9 +22,9 @@ pub struct Reservation {
     pub granted: i64,
     /// Sends recorded in the last 24 hours.
     pub sent: i64,
-    /// Sends the asking instance holds reserved (taken by messages on their way, or not yet).
+    /// What the asking instance held before the grant: unused sends and sends on their way.
     pub held_here: i64,
-    /// Sends other instances hold reserved.
+    /// What other instances hold.
     pub held_elsewhere: i64,
     /// When the oldest recorded hour leaves the window.
     pub frees: Option<Timestamp>,
@@ -44,13 +48,16 @@ impl Store {
         window(&row)
     }
 
-    /// Reserves up to `want` of `account`'s sends for `owner`, so that sends recorded and held
-    /// by every instance stay within `limit`. One reservation at a time per account: a
-    /// transaction-scoped advisory lock on PostgreSQL, the single writer on SQLite.
+    /// Reserves up to `want` of `account`'s sends for `owner`, which holds `holding` now (sends
+    /// reserved and unused, and sends on their way), so that sends recorded and held by every
+    /// instance stay within `limit`; `owner`'s hold becomes `holding` plus the grant. One
+    /// reservation at a time per account: a transaction-scoped advisory lock on PostgreSQL, the
+    /// single writer on SQLite.
     pub async fn reserve_sends(
         &self,
         account: &str,
         owner: &str,
+        holding: i64,
         want: i64,
         limit: i64,
         now: Timestamp,
@@ -62,12 +69,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // One statement, so one snapshot: a settlement committing between two reads would
-        // leave its send in neither the sent count nor the holds.
+        // One statement, so one snapshot: a settlement committing between two reads could
+        // leave its send in neither.
         let row = sqlx::query(
             "SELECT (SELECT CAST(COALESCE(SUM(sent), 0) AS BIGINT) FROM account_sends WHERE account = $1 AND hour >= $3) AS n, \
              (SELECT MIN(hour) FROM account_sends WHERE account = $1 AND hour >= $3) AS oldest, \
-             (SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM quota_holds WHERE account = $1 AND owner = $2) AS mine, \
              (SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM quota_holds WHERE account = $1 AND owner <> $2) AS others, \
              (SELECT MAX(blocked_until) FROM quota_blocks WHERE account = $1) AS blocked_until",
         )
@@ -77,53 +83,34 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let (sent, frees) = window(&row)?;
-        let (mine, others): (i64, i64) = (row.try_get("mine")?, row.try_get("others")?);
+        let others: i64 = row.try_get("others")?;
         let blocked_until = opt_i64(&row, "blocked_until")?.filter(|until| *until > now);
         let granted = match blocked_until {
             Some(_) => 0,
-            None => (limit - sent - mine - others).clamp(0, want.max(0)),
+            None => (limit - sent - holding - others).clamp(0, want.max(0)),
         };
-        if granted > 0 {
-            sqlx::query(
-                "INSERT INTO quota_holds (account, owner, held) VALUES ($1, $2, $3) \
-                 ON CONFLICT (account, owner) DO UPDATE SET held = quota_holds.held + $3",
-            )
-            .bind(account)
-            .bind(owner)
-            .bind(granted)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_hold(&mut tx, account, owner, holding + granted).await?;
         tx.commit().await?;
         Ok(Reservation {
             granted,
             sent,
-            held_here: mine,
+            held_here: holding,
             held_elsewhere: others,
             frees,
             blocked_until,
         })
     }
 
-    /// Gives back `unused` reserved sends that `owner` will not make.
+    /// `owner` gives back the sends it reserved and will not use: its hold becomes `holding`,
+    /// the sends still on their way.
     pub async fn release_sends(
         &self,
         account: &str,
         owner: &str,
-        unused: i64,
+        holding: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.writes().begin().await?;
-        sqlx::query("UPDATE quota_holds SET held = held - $3 WHERE account = $1 AND owner = $2")
-            .bind(account)
-            .bind(owner)
-            .bind(unused)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM quota_holds WHERE account = $1 AND owner = $2 AND held <= 0")
-            .bind(account)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
+        write_hold(&mut tx, account, owner, holding).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -142,12 +129,10 @@ impl Store {
     }
 }
 
-/// A send recorded at settlement, inside the settlement's transaction: counted in its hour,
-/// and no longer held by the instance that reserved it.
+/// A send recorded at settlement, inside the settlement's transaction, in its hour.
 pub(super) async fn record_send(
     conn: &mut sqlx::AnyConnection,
     account: &str,
-    owner: &str,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -158,13 +143,33 @@ pub(super) async fn record_send(
     .bind(now / 3600)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE quota_holds SET held = held - 1 WHERE account = $1 AND owner = $2 AND held > 0",
-    )
-    .bind(account)
-    .bind(owner)
-    .execute(&mut *conn)
-    .await?;
+    Ok(())
+}
+
+/// `owner`'s hold on `account`, written whole (no row for nothing held).
+async fn write_hold(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    account: &str,
+    owner: &str,
+    held: i64,
+) -> Result<(), sqlx::Error> {
+    if held > 0 {
+        sqlx::query(
+            "INSERT INTO quota_holds (account, owner, held) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, owner) DO UPDATE SET held = $3",
+        )
+        .bind(account)
+        .bind(owner)
+        .bind(held)
+        .execute(&mut **tx)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM quota_holds WHERE account = $1 AND owner = $2")
+            .bind(account)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -348,3 +348,91 @@ async fn a_postgres_certificate_nobody_signed_is_refused() {
         .unwrap();
     store.close().await;
 }
+
+/// The daily limit's reservations, on the default engine: whatever the owners ask and however
+/// many ask at once, recorded plus held sends never pass the limit; a hold written whole after
+/// sends were recorded frees what it no longer needs.
+#[tokio::test]
+async fn reservations_never_grant_past_the_limit() {
+    let t = spawn(Db::Sqlite).await;
+    let store = Arc::new(
+        mailgate::store::Store::connect(&t.database_url)
+            .await
+            .unwrap(),
+    );
+    let now = t.app.now();
+    let account = "limited@gmail.com";
+    let owners: Vec<&'static str> = (0..20)
+        .map(|i| &*Box::leak(format!("o{i}").into_boxed_str()))
+        .chain(["a", "b", "c"])
+        .collect();
+    // Live instances, or the running one's heartbeat would forget their holds.
+    for owner in &owners {
+        store
+            .register_instance(&mailgate::store::InstanceRecord {
+                id: owner.to_string(),
+                host: "test".into(),
+                http_addr: "-".into(),
+                started_at: now,
+                heartbeat_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    let reserve = |owner: &'static str, holding: i64, want: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .reserve_sends(account, owner, holding, want, 5, now)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(reserve("a", 0, 4).await.granted, 4);
+    let b = reserve("b", 0, 4).await;
+    assert_eq!((b.granted, b.held_elsewhere), (1, 4), "only what a left");
+    // a records its 4 sends and writes its hold whole: nothing on its way, nothing left.
+    for _ in 0..4 {
+        sqlx::query(
+            "INSERT INTO account_sends (account, hour, sent) VALUES ($1, $2, 1) \
+             ON CONFLICT (account, hour) DO UPDATE SET sent = account_sends.sent + 1",
+        )
+        .bind(account)
+        .bind(now / 3600)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    store.release_sends(account, "a", 0).await.unwrap();
+    let again = reserve("c", 0, 4).await;
+    assert_eq!(
+        (again.granted, again.sent),
+        (0, 4),
+        "4 sent and b's 1 held: full"
+    );
+    store.release_sends(account, "b", 0).await.unwrap();
+    // Twenty owners at once, one send each, for the one send left (the pool's connections
+    // opened first, so the reservations overlap).
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        open.push(store.pool().acquire().await.unwrap());
+    }
+    drop(open);
+    let grants = futures_join(owners[..20].iter().map(|o| reserve(o, 0, 1))).await;
+    assert_eq!(grants.iter().map(|r| r.granted).sum::<i64>(), 1);
+    store.close().await;
+    t.finish().await;
+}
+
+async fn futures_join<
+    F: std::future::Future<Output = mailgate::store::Reservation> + Send + 'static,
+>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<mailgate::store::Reservation> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

@@ -161,17 +161,21 @@ impl Dispatcher {
             counts_as_attempt: outcome.counts,
             outcome_unknown: outcome.unknown,
             sent_by,
-            owner: self.owner.clone(),
             now,
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let (id, lease) = (settlement.id.clone(), settlement.lease.clone());
+            let sent_by = settlement.sent_by.clone();
             let state = settlement.verdict.state();
             match this.app.store.finish_attempt(settlement).await {
                 Ok(true) => tracing::debug!(%id, %state, "attempt recorded"),
                 Ok(false) => tracing::warn!(%id, "lease lost before the attempt was recorded"),
                 Err(e) => tracing::error!(%id, "cannot record the attempt: {e}"),
+            }
+            if let Some(account) = &sent_by {
+                // Recorded (or failed to be, and then counted here all the same: the safe side).
+                this.send_settled(account).await;
             }
             this.lock_lanes().let_go(&id, &lease);
             if failed {

@@ -3,8 +3,8 @@
 //! that cannot be read defers the message rather than skipping the limit.
 //!
 //! Sends are reserved in the database a block at a time (`store/quota.rs`): recorded sends plus
-//! every instance's reserved ones never pass the limit, so no instance can take another's last
-//! send of the day. Reserved sends this instance does not use go back after a short while.
+//! what every instance holds never pass the limit, so no instance can take another's last send
+//! of the day. Reserved sends this instance does not use go back after a short while.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,12 @@ use crate::clock::{Timestamp, format_utc};
 use crate::domain::outgoing::{Verdict, default_daily_limit};
 use crate::domain::{MailServer, Stage};
 
-/// The most sends reserved at a time: one database round trip per this many messages.
+/// Sends reserved at a time, at first: a reservation is a transaction the account's workers wait
+/// for, so the block doubles while reservations come less than a second apart (up to
+/// [`MOST_RESERVED`]), and the database is asked a few times a second at any rate. Near the limit
+/// the grant is what is left, so the limit stays exact whatever the block.
 const BLOCK: i64 = 16;
+const MOST_RESERVED: i64 = 512;
 /// Reserved sends unused this long go back, so other instances can have them.
 const RETURN_UNUSED_AFTER: Duration = Duration::from_secs(2);
 /// How long a message waits when the rest of the day's sends are reserved by other instances:
@@ -30,9 +34,14 @@ const RESERVED_ELSEWHERE_WAIT: Timestamp = 3;
 pub(super) struct AccountQuota {
     /// Reserved in the database and not yet taken by a message.
     left: i64,
+    /// Taken by messages whose settlement this instance has not seen yet: still held.
+    on_their_way: i64,
     /// Gmail said "quota exceeded": nothing goes before then.
     told_until: Option<Timestamp>,
     last_taken: Option<Instant>,
+    /// What the next reservation asks for, and when the last was made.
+    block: i64,
+    last_reserved: Option<Instant>,
 }
 
 pub(super) type SharedQuota = Arc<tokio::sync::Mutex<AccountQuota>>;
@@ -77,13 +86,29 @@ impl Dispatcher {
                 .lanes
                 .get(&server.id)
                 .map_or(0, |lane| lane.queue.len());
+            let recent = quota
+                .last_reserved
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+            quota.block = if recent {
+                (quota.block * 2).min(MOST_RESERVED)
+            } else {
+                BLOCK
+            };
+            quota.last_reserved = Some(Instant::now());
             let want = i64::try_from(waiting + NOTED_AHEAD + 1)
-                .unwrap_or(BLOCK)
-                .min(BLOCK);
+                .unwrap_or(quota.block)
+                .min(quota.block);
             let reserved = match self
                 .app
                 .store
-                .reserve_sends(account, &self.owner, want, limit, now)
+                .reserve_sends(
+                    account,
+                    &self.owner,
+                    quota.left + quota.on_their_way,
+                    want,
+                    limit,
+                    now,
+                )
                 .await
             {
                 Ok(reserved) => reserved,
@@ -119,7 +144,9 @@ impl Dispatcher {
                     ));
                 }
                 let until = reserved.frees.filter(|t| *t > now).unwrap_or(now + 3600);
-                let counted = sent + reserved.held_here;
+                // A send settled a moment ago may be counted in its hour and in the hold: say no
+                // more than the limit.
+                let counted = (sent + reserved.held_here).min(limit);
                 return Some(held_back(
                     until,
                     format!(
@@ -131,13 +158,23 @@ impl Dispatcher {
             quota.left = reserved.granted;
         }
         quota.left -= 1;
+        quota.on_their_way += 1;
         quota.last_taken = Some(Instant::now());
         None
     }
 
     /// The send `quota_guard` took for a message that did not go after all.
     pub(super) async fn send_not_made(&self, account: &str) {
-        self.account_quota(account).lock().await.left += 1;
+        let state = self.account_quota(account);
+        let mut quota = state.lock().await;
+        quota.left += 1;
+        quota.on_their_way -= 1;
+    }
+
+    /// A send's settlement reached the database: it is counted in its hour now, no longer in
+    /// this instance's hold (which the next reservation or release writes).
+    pub(super) async fn send_settled(&self, account: &str) {
+        self.account_quota(account).lock().await.on_their_way -= 1;
     }
 
     /// Gmail said the account is over its quota: every instance holds back until `until`.
@@ -172,7 +209,7 @@ impl Dispatcher {
             match self
                 .app
                 .store
-                .release_sends(&account, &self.owner, quota.left)
+                .release_sends(&account, &self.owner, quota.on_their_way)
                 .await
             {
                 Ok(()) => quota.left = 0,
