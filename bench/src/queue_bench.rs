@@ -77,6 +77,8 @@ struct Run {
     idle_mib: f64,
     /// Per latency: (drain, direct client, direct client pipelining across messages).
     drains: Vec<(f64, f64, f64)>,
+    /// Per latency: mailgate's CPU milliseconds per message in the drain.
+    drain_cpu: Vec<f64>,
     drain_history: f64,
     queued_peak_mib: f64,
     logins: u64,
@@ -90,6 +92,7 @@ struct SharedRun {
     delivered: f64,
     /// Per latency.
     drains: Vec<f64>,
+    drain_cpu: Vec<f64>,
     /// The most Gmail sessions the account had open at once, over all phases.
     peak_sessions: u64,
 }
@@ -178,7 +181,7 @@ async fn drain(
     latency: Duration,
     history: usize,
     instances: usize,
-) -> anyhow::Result<(f64, Option<(f64, f64)>)> {
+) -> anyhow::Result<Drain> {
     let smtp = wire::delayed(gsim.endpoints().smtp_starttls, latency)?;
     let install = Installation::new(gsim, backend, smtp).await?;
     install.load(o.messages, history).await?;
@@ -189,11 +192,12 @@ async fn drain(
     let started = started + served[0].0.ready;
     delivered(gsim, before, o.messages).await?;
     let rate = per_sec(o.messages, started.elapsed());
-    eprintln!(
-        "cpu_ms {backend} {} µs: {:.3} ms of mailgate CPU per message",
-        latency.as_micros(),
-        served_cpu(&served)? * 1000.0 / o.messages as f64
-    );
+    let mut cpu = 0.0;
+    for (instance, _, _) in &served {
+        cpu += instance.cpu_seconds()?;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let cpu_ms = cpu * 1000.0 / o.messages as f64;
     for (instance, _, _) in served {
         instance.stop().await?;
     }
@@ -221,28 +225,20 @@ async fn drain(
         app.store.close().await;
     }
     install.remove().await?;
-    Ok((rate, direct))
+    Ok(Drain {
+        rate,
+        cpu_ms,
+        direct,
+    })
 }
 
-#[allow(clippy::cast_precision_loss)]
-fn served_cpu(served: &impl ServedCpu) -> anyhow::Result<f64> {
-    served.cpu()
-}
-
-trait ServedCpu {
-    fn cpu(&self) -> anyhow::Result<f64>;
-}
-
-impl ServedCpu for install::Served {
-    fn cpu(&self) -> anyhow::Result<f64> {
-        self.cpu_seconds()
-    }
-}
-
-impl ServedCpu for Vec<(install::Served, u16, u16)> {
-    fn cpu(&self) -> anyhow::Result<f64> {
-        self.iter().map(|(s, _, _)| s.cpu_seconds()).sum()
-    }
+/// What one drain measured: messages per second, mailgate's CPU per message (every instance's,
+/// user and system: less at the scheduler's mercy than the rate), and with an empty history the
+/// direct client's rates over the same wire, plain and pipelined.
+struct Drain {
+    rate: f64,
+    cpu_ms: f64,
+    direct: Option<(f64, f64)>,
 }
 
 /// `history` messages queued; the peak resident memory once the first N are delivered.
@@ -295,15 +291,16 @@ async fn main() -> anyhow::Result<()> {
             );
             for latency in &o.latencies_us {
                 let latency = Duration::from_micros(*latency);
-                let (drain, direct) = drain(&gsim, backend, &o, latency, 0, 1).await?;
-                let (plain, pipelined) = direct.unwrap_or((f64::NAN, f64::NAN));
-                run.drains.push((drain, plain, pipelined));
+                let drain = drain(&gsim, backend, &o, latency, 0, 1).await?;
+                let (plain, pipelined) = drain.direct.unwrap_or((f64::NAN, f64::NAN));
+                run.drains.push((drain.rate, plain, pipelined));
+                run.drain_cpu.push(drain.cpu_ms);
             }
             // --history 0 measures ingest and drains alone (as when profiling them).
             if o.history > 0 {
                 run.drain_history = drain(&gsim, backend, &o, Duration::ZERO, o.history, 1)
                     .await?
-                    .0;
+                    .rate;
                 memory(&gsim, backend, &o, &mut run).await?;
             }
             if backend == "postgres" && o.instances > 1 {
@@ -316,8 +313,9 @@ async fn main() -> anyhow::Result<()> {
                 };
                 for latency in &o.latencies_us {
                     let latency = Duration::from_micros(*latency);
-                    let (drain, _) = drain(&gsim, backend, &o, latency, 0, o.instances).await?;
-                    shared.drains.push(drain);
+                    let drain = drain(&gsim, backend, &o, latency, 0, o.instances).await?;
+                    shared.drains.push(drain.rate);
+                    shared.drain_cpu.push(drain.cpu_ms);
                 }
                 shared.peak_sessions = gsim
                     .world()
@@ -366,9 +364,9 @@ fn report(results: &[(String, Vec<Run>)], latencies: &[u64], instances: usize) {
         );
     }
     println!(
-        "\n| backend | one-way latency to gsim | drain msg/s | direct client msg/s | drain / direct | direct, pipelined msg/s | drain / pipelined |"
+        "\n| backend | one-way latency to gsim | drain msg/s | mailgate CPU ms/msg | direct client msg/s | drain / direct | direct, pipelined msg/s | drain / pipelined |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let list = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.0}"))
@@ -382,10 +380,16 @@ fn report(results: &[(String, Vec<Run>)], latencies: &[u64], instances: usize) {
             };
             let (drains, plain, pipelined) = (column(|d| d.0), column(|d| d.1), column(|d| d.2));
             let drain = median(drains.clone());
+            let cpu: Vec<f64> = runs.iter().map(|r| r.drain_cpu[i]).collect();
             let (direct, best) = (median(plain.clone()), median(pipelined.clone()));
             println!(
-                "| {backend} | {latency} µs | {drain:.0} ({}) | {direct:.0} ({}) | {:.2} | {best:.0} ({}) | {:.2} |",
+                "| {backend} | {latency} µs | {drain:.0} ({}) | {:.3} ({}) | {direct:.0} ({}) | {:.2} | {best:.0} ({}) | {:.2} |",
                 list(&drains),
+                median(cpu.clone()),
+                cpu.iter()
+                    .map(|c| format!("{c:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
                 list(&plain),
                 drain / direct,
                 list(&pipelined),
@@ -414,16 +418,29 @@ fn report(results: &[(String, Vec<Run>)], latencies: &[u64], instances: usize) {
             let v: Vec<f64> = shared.iter().map(|r| f(r)).collect();
             format!("{:.0} ({})", median(v.clone()), list(&v))
         };
+        // A drain's rate, with mailgate's CPU per message (all instances together).
+        let cell = |rates: Vec<f64>, cpu: Vec<f64>| {
+            format!(
+                " {:.0} ({}), {:.3} ms CPU |",
+                median(rates.clone()),
+                list(&rates),
+                median(cpu)
+            )
+        };
         let drains_one: String = (0..latencies.len())
             .map(|i| {
-                let v: Vec<f64> = runs.iter().map(|r| r.drains[i].0).collect();
-                format!(" {:.0} ({}) |", median(v.clone()), list(&v))
+                cell(
+                    runs.iter().map(|r| r.drains[i].0).collect(),
+                    runs.iter().map(|r| r.drain_cpu[i]).collect(),
+                )
             })
             .collect();
         let drains_many: String = (0..latencies.len())
             .map(|i| {
-                let v: Vec<f64> = shared.iter().map(|r| r.drains[i]).collect();
-                format!(" {:.0} ({}) |", median(v.clone()), list(&v))
+                cell(
+                    shared.iter().map(|r| r.drains[i]).collect(),
+                    shared.iter().map(|r| r.drain_cpu[i]).collect(),
+                )
             })
             .collect();
         println!(
