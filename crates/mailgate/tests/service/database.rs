@@ -414,7 +414,7 @@ async fn reservations_never_grant_past_the_limit() {
     // Twenty owners at once, one send each, for the one send left (the pool's connections
     // opened first, so the reservations overlap).
     let mut open = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..store.pool().options().get_max_connections() {
         open.push(store.pool().acquire().await.unwrap());
     }
     drop(open);
