@@ -387,6 +387,10 @@ pub fn router() -> Router<Arc<World>> {
             get(read_mailbox).post(append),
         )
         .route(
+            "/_gsim/mailboxes/{email}/{mailbox}/renumber",
+            post(renumber),
+        )
+        .route(
             "/_gsim/deliveries",
             get(deliveries).delete(clear_deliveries),
         )
@@ -525,6 +529,16 @@ async fn append(
         .append_message(&email, &mailbox, body.raw.into_bytes(), body.flags)
         .ok_or_else(|| ControlError::NoAccount(email.clone()))?;
     Ok(Json(json!({"uid": uid})))
+}
+
+async fn renumber(
+    State(world): Ctx,
+    Path((email, mailbox)): Path<(String, String)>,
+) -> Result<Json<Value>, ControlError> {
+    let validity = world
+        .renumber_mailbox(&email, &mailbox)
+        .ok_or_else(|| ControlError::NoMailbox(mailbox.clone()))?;
+    Ok(Json(json!({"uidvalidity": validity})))
 }
 
 #[derive(Deserialize)]

@@ -373,6 +373,30 @@ impl World {
         uid
     }
 
+    /// Gives the mailbox a new UIDVALIDITY and numbers its messages again from 1, as a server
+    /// does after rebuilding its index: every UID a client kept means nothing now. Returns the
+    /// new UIDVALIDITY.
+    pub fn renumber_mailbox(&self, account: &str, mailbox: &str) -> Option<u32> {
+        let account = account.to_ascii_lowercase();
+        let name = canonical_mailbox(mailbox);
+        let validity = self.with(|s| {
+            let mbox = s.mailboxes.get_mut(&account)?.get_mut(&name)?;
+            let old = mbox.uidvalidity;
+            while mbox.uidvalidity == old {
+                mbox.uidvalidity = rand::rng().random_range(1..=u32::MAX / 2);
+            }
+            for (uid, message) in (1..).zip(mbox.messages.iter_mut()) {
+                message.uid = uid;
+            }
+            mbox.uidnext = u32::try_from(mbox.messages.len()).unwrap_or(u32::MAX - 1) + 1;
+            Some(mbox.uidvalidity)
+        });
+        if validity.is_some() {
+            self.notify_mailbox_change();
+        }
+        validity
+    }
+
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let json = self.with(|s| {
             s.clock_offset = self.clock.offset();

@@ -326,3 +326,61 @@ async fn literals_garbage_and_idle_timeouts_are_survived() {
     );
     assert!(raw.closed().await);
 }
+
+/// A mailbox renumbered (its UIDVALIDITY changed, as after Gmail rebuilds an index): SELECT
+/// tells the new value, and the same messages carry UIDs from 1 again.
+#[tokio::test]
+async fn a_renumbered_mailbox_has_a_new_uidvalidity_and_uids_from_one() {
+    let gsim = start().await;
+    for subject in ["one", "two", "three"] {
+        append(&gsim, subject);
+    }
+    let http = http();
+    let before: serde_json::Value = http
+        .get(format!(
+            "{}/_gsim/mailboxes/{ALICE}/INBOX",
+            gsim.endpoints().http
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Two deleted from the front, so the renumbering shows.
+    gsim.world().with(|s| {
+        s.mailboxes
+            .get_mut(ALICE)
+            .unwrap()
+            .get_mut("INBOX")
+            .unwrap()
+            .messages
+            .remove(0);
+    });
+    let renumbered: serde_json::Value = http
+        .post(format!(
+            "{}/_gsim/mailboxes/{ALICE}/INBOX/renumber",
+            gsim.endpoints().http
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(renumbered["uidvalidity"], before["uidvalidity"]);
+    let mut raw = logged_in(&gsim, ALICE).await;
+    raw.send("a2 SELECT INBOX").await;
+    let selected = raw.until_tagged("a2").await;
+    assert!(
+        selected.contains(&format!("[UIDVALIDITY {}]", renumbered["uidvalidity"]))
+            && selected.contains("[UIDNEXT 3]"),
+        "{selected}"
+    );
+    raw.send("a3 UID FETCH 1:* (UID BODY.PEEK[HEADER])").await;
+    let fetched = raw.until_tagged("a3").await;
+    assert!(
+        fetched.contains("UID 1 ") && fetched.contains("Subject: two"),
+        "{fetched}"
+    );
+}
