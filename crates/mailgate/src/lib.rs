@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod google;
+pub mod imap_in;
 pub mod metrics;
 pub mod relay;
 pub mod smtp_out;
