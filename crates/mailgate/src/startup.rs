@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::app::delivery::Dispatcher;
+use crate::app::incoming::Receivers;
 use crate::app::{App, StartError};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -78,7 +79,8 @@ impl Application {
     ) -> Result<(), ServeError> {
         let router = crate::web::router(Arc::clone(&self.app));
         let (stop_delivery, stopped) = tokio::sync::watch::channel(false);
-        let delivery = tokio::spawn(Dispatcher::new(Arc::clone(&self.app)).run(stopped));
+        let delivery = tokio::spawn(Dispatcher::new(Arc::clone(&self.app)).run(stopped.clone()));
+        let incoming = tokio::spawn(Receivers::new(Arc::clone(&self.app)).run(stopped));
         let timeout = std::time::Duration::from_secs(self.app.config.http_timeout_secs);
         let (stop_relay, relay_stopping) = tokio::sync::watch::channel(false);
         let relay = self
@@ -90,6 +92,7 @@ impl Application {
             let _ = relay.await;
         }
         let _ = stop_delivery.send(true);
+        let _ = incoming.await;
         let _ = delivery.await;
         self.app.store.close().await;
         served.map_err(ServeError::Serve)

@@ -325,8 +325,10 @@ impl App {
             )
             .await?;
         tracing::info!(account = %username, server = server_id, "Gmail account connected");
-        // Messages held for want of this connection can go now.
+        // Messages held for want of this connection can go now, and incoming servers waiting
+        // for it try again at once.
         self.release_held(Some(&username)).await?;
+        self.connections_changed.send_modify(|n| *n += 1);
         Ok(server_id)
     }
 

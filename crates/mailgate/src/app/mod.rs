@@ -7,6 +7,7 @@ pub mod connect_gmail;
 pub mod delivery;
 pub mod doctor;
 pub mod gmail_login;
+pub mod incoming;
 pub mod outbox;
 mod private_files;
 pub mod relay;
@@ -33,6 +34,12 @@ pub struct App {
     pub sealer: Sealer,
     pub google: GoogleClient,
     pub smtp: SmtpConnector,
+    pub imap: crate::imap_in::ImapConnector,
+    /// For webhooks: TLS verified, no redirects followed.
+    pub webhooks: reqwest::Client,
+    /// This run of this instance: a random id that owns its leases, slots and reservations, so
+    /// two instances never share one whatever their host names and ports.
+    pub instance_id: String,
     pub clock: SharedClock,
     pub metrics: crate::metrics::Metrics,
     /// Rung when a message is queued, so delivery starts at once rather than at the next look.
@@ -44,6 +51,13 @@ pub struct App {
     /// Counts the delivery loop's passes over the queue (renew leases, claim), for whoever must
     /// know that a pass happened after some change (tests).
     pub passes: tokio::sync::watch::Sender<u64>,
+    /// Rung when incoming servers change, so their fetchers start or stop at once.
+    pub incoming_changed: tokio::sync::Notify,
+    /// Counts Google connections made (or made again), so fetchers waiting for one retry.
+    pub connections_changed: tokio::sync::watch::Sender<u64>,
+    /// Counts fetch passes that stored mail, and webhook deliveries, for whoever waits on
+    /// incoming mail (tests, `mailgate incoming fetch`).
+    pub inbox_progress: tokio::sync::watch::Sender<u64>,
     tokens: tokens::RefreshLocks,
     sign_in_limits: sign_in_limits::SignInLimits,
     /// The outgoing servers as routing last read them (see `App::routes`).
@@ -117,18 +131,32 @@ impl App {
         let tls = crate::tls::client_config(config.extra_ca_file.as_deref())?;
         let google = GoogleClient::new(config.google.clone(), Arc::clone(&tls))?;
         let smtp_timeout = std::time::Duration::from_secs(config.smtp_timeout_secs);
+        let webhooks = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mailgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GoogleError::Unavailable(format!("HTTP client setup: {e}")))?;
         Ok(Arc::new(Self {
             config: Arc::new(config),
             store,
             sealer,
             google,
-            smtp: SmtpConnector::new(tls, smtp_timeout),
+            smtp: SmtpConnector::new(Arc::clone(&tls), smtp_timeout),
+            imap: crate::imap_in::ImapConnector::new(tls, smtp_timeout),
+            webhooks,
+            instance_id: format!("{}-{}", hostname(), &crate::crypto::random_token()[..12]),
             clock,
             metrics: crate::metrics::Metrics::default(),
             outbox_wake: tokio::sync::Notify::new(),
             relay: relay::RelayStatus::default(),
             settled: tokio::sync::watch::channel(0).0,
             passes: tokio::sync::watch::channel(0).0,
+            incoming_changed: tokio::sync::Notify::new(),
+            connections_changed: tokio::sync::watch::channel(0).0,
+            inbox_progress: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),
             sign_in_limits: sign_in_limits::SignInLimits::default(),
             routes: std::sync::Mutex::new(None),
@@ -138,4 +166,14 @@ impl App {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
+}
+
+/// The machine's name, for the instance id and the Overview.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "mailgate".into())
 }

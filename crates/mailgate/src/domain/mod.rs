@@ -3,6 +3,7 @@
 pub mod bounce;
 pub mod connection;
 pub mod email;
+pub mod incoming;
 pub mod mail_server;
 pub mod message;
 pub mod outgoing;

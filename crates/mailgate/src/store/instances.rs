@@ -44,7 +44,8 @@ impl Store {
     }
 
     /// Beats for `id`, then takes back the messages of instances silent since before `cutoff`
-    /// and forgets them, their session slots and reserved sends with them, in one transaction.
+    /// and forgets them, their session slots, reserved sends and leases with them, in one
+    /// transaction.
     pub async fn heartbeat(
         &self,
         id: &str,
@@ -78,6 +79,7 @@ impl Store {
                     for orphans in [
                         "DELETE FROM session_slots WHERE owner <> $1 AND owner NOT IN (SELECT id FROM instances)",
                         "DELETE FROM quota_holds WHERE owner <> $1 AND owner NOT IN (SELECT id FROM instances)",
+                        "DELETE FROM leases WHERE owner <> $1 AND owner NOT IN (SELECT id FROM instances)",
                     ] {
                         sqlx::query(orphans).bind(&id).execute(&mut *conn).await?;
                     }
@@ -107,6 +109,7 @@ impl Store {
         for foreign in [
             "DELETE FROM session_slots WHERE owner <> $1",
             "DELETE FROM quota_holds WHERE owner <> $1",
+            "DELETE FROM leases WHERE owner <> $1",
         ] {
             sqlx::query(foreign).bind(id).execute(&mut *tx).await?;
         }
@@ -120,6 +123,7 @@ impl Store {
         for mine in [
             "DELETE FROM session_slots WHERE owner = $1",
             "DELETE FROM quota_holds WHERE owner = $1",
+            "DELETE FROM leases WHERE owner = $1",
             "DELETE FROM instances WHERE id = $1",
         ] {
             sqlx::query(mine).bind(id).execute(&mut *tx).await?;

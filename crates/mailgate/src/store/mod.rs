@@ -5,7 +5,10 @@
 mod admins;
 mod api_keys;
 mod connections;
+mod inbox;
+mod incoming;
 mod instances;
+mod leases;
 mod locks;
 mod messages;
 mod oauth_states;
@@ -26,6 +29,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
+pub use inbox::{InboundRecord, NewInbound, WebhookAttempt};
 pub use instances::{Heartbeat, InstanceRecord};
 pub use locks::SharedLock;
 pub use messages::{

@@ -53,6 +53,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/servers/{id}/connect", post(pages::gmail::connect))
         .route("/servers/{id}/disconnect", post(pages::gmail::disconnect))
         .route("/google_gmail/confirm", get(pages::gmail::confirm))
+        .route(
+            "/incoming",
+            get(pages::incoming::list).post(pages::incoming::create),
+        )
+        .route("/incoming/new", get(pages::incoming::new))
+        .route(
+            "/incoming/{id}",
+            get(pages::incoming::show).post(pages::incoming::update),
+        )
+        .route("/incoming/{id}/delete", post(pages::incoming::delete))
+        .route("/incoming/{id}/confirm", post(pages::incoming::confirm))
+        .route("/incoming/{id}/fetch", post(pages::incoming::fetch))
+        .route("/incoming/{id}/reset", post(pages::incoming::reset))
+        .route("/incoming/{id}/secret", post(pages::incoming::secret))
         .route("/google-setup", get(pages::google_setup::guide))
         .route("/emails", get(pages::emails::list))
         .route("/emails/{id}", get(pages::emails::show))

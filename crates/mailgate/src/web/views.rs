@@ -297,3 +297,45 @@ pub struct OauthErrorPage {
     pub chrome: Chrome,
     pub e: Explanation,
 }
+
+/// One incoming server, as the list and its page show it.
+pub struct IncomingRow {
+    pub id: i64,
+    pub name: String,
+    pub username: String,
+    pub folder: String,
+    pub confirmed: bool,
+    pub status: String,
+    pub status_css: &'static str,
+    pub status_at: Option<String>,
+    pub last_fetch: String,
+    pub webhook: String,
+    /// The account's Google connection, in the seed's words.
+    pub badge: &'static str,
+    pub badge_css: &'static str,
+    /// The outgoing Gmail server whose "Connect your Gmail account" serves this account.
+    pub connect_via: Option<i64>,
+    pub uid: i64,
+    pub uidvalidity: Option<i64>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "incoming.html")]
+pub struct IncomingListPage {
+    pub chrome: Chrome,
+    pub servers: Vec<IncomingRow>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "incoming_form.html")]
+pub struct IncomingFormPage {
+    pub chrome: Chrome,
+    pub id: Option<i64>,
+    pub draft: crate::domain::incoming::IncomingDraft,
+    pub errors: FieldErrors,
+    pub saved: Option<IncomingRow>,
+    /// The webhook secret, just made: shown this once.
+    pub secret: Option<String>,
+    /// Where every incoming server connects: `imap.gmail.com:993`.
+    pub imap_endpoint: String,
+}

@@ -197,6 +197,7 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut BTreeMap<String, String>
             format!("{}/oauth2/v3/certs", endpoints.http),
         ),
         ("MAILGATE_GMAIL_SMTP", endpoints.smtp_starttls.to_string()),
+        ("MAILGATE_GMAIL_IMAP", endpoints.imap_tls.to_string()),
         (
             "MAILGATE_EXTRA_CA_FILE",
             endpoints.ca_cert.display().to_string(),
@@ -702,6 +703,7 @@ impl TestApp {
                 format!("{}/oauth2/v3/certs", endpoints.http),
             ),
             ("MAILGATE_GMAIL_SMTP", endpoints.smtp_starttls.to_string()),
+            ("MAILGATE_GMAIL_IMAP", endpoints.imap_tls.to_string()),
             (
                 "MAILGATE_EXTRA_CA_FILE",
                 endpoints.ca_cert.display().to_string(),

@@ -106,20 +106,10 @@ fn due(last: &Mutex<Timestamp>, every: i64, now: Timestamp) -> bool {
     true
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "mailgate".into())
-}
-
 impl Dispatcher {
-    /// The owner is a random id for this run of this instance: two instances never share one,
-    /// whatever their host names and ports.
+    /// The owner is this run's instance id (`App::instance_id`).
     pub fn new(app: Arc<App>) -> Arc<Self> {
-        let owner = format!("{}-{}", hostname(), &crate::crypto::random_token()[..12]);
+        let owner = app.instance_id.clone();
         Arc::new(Self {
             app,
             owner,
@@ -317,7 +307,7 @@ impl Dispatcher {
         let now = self.app.now();
         let instance = crate::store::InstanceRecord {
             id: self.owner.clone(),
-            host: hostname(),
+            host: crate::app::hostname(),
             http_addr: self.app.config.http_addr.to_string(),
             started_at: now,
             heartbeat_at: now,
@@ -429,6 +419,19 @@ impl Dispatcher {
             Ok(0) => {}
             Ok(n) => tracing::info!(messages = n, "deleted message records past history_days"),
             Err(e) => tracing::error!("retention: {e}"),
+        }
+        match self
+            .app
+            .store
+            .purge_inbox(
+                now - config.retention_days * 86_400,
+                now - config.history_days * 86_400,
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "deleted incoming records past history_days"),
+            Err(e) => tracing::error!("retention of incoming mail: {e}"),
         }
     }
 

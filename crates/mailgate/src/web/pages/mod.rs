@@ -7,6 +7,7 @@ pub mod emails;
 pub mod gmail;
 pub mod google_setup;
 pub mod home;
+pub mod incoming;
 pub mod ops;
 pub mod relay;
 pub mod servers;
