@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `backup`, `admin create`, `doctor`, `send`,
-//! `api-keys`, `relay-credentials`, `servers list|test`.
+//! `api-keys`, `relay-credentials`, `servers list|test`, `incoming list|test|fetch`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -70,6 +70,22 @@ enum Command {
         #[command(subcommand)]
         command: ServersCommand,
     },
+    /// Incoming mail servers.
+    Incoming {
+        #[command(subcommand)]
+        command: IncomingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncomingCommand {
+    /// List the incoming mail servers, their state and how fetching goes.
+    List,
+    /// "Test & Confirm" the server with this Name; exit status 1 on failure.
+    Test { name: String },
+    /// "Fetch Now" for the server with this Name (a running `serve` hands what is stored to
+    /// the webhook); exit status 1 on failure.
+    Fetch { name: String },
 }
 
 #[derive(clap::Args)]
@@ -210,6 +226,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ServersCommand::Test { name } => test_server(&app, &name).await,
             }
         }
+        Command::Incoming { command } => {
+            let app = App::open(config, Arc::new(SystemClock)).await?;
+            incoming(&app, command).await
+        }
     }
 }
 
@@ -244,6 +264,72 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     application.run_until_stopped(shutdown).await?;
     tracing::info!("mailgate stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn incoming(app: &App, command: IncomingCommand) -> anyhow::Result<ExitCode> {
+    let servers = app.incoming_servers().await?;
+    let named = |name: &str| {
+        servers
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.id)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no incoming mail server is named \"{name}\" (see `mailgate incoming list`)"
+                )
+            })
+    };
+    match command {
+        IncomingCommand::List => {
+            if servers.is_empty() {
+                println!("no incoming mail servers");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<24} {:<30} {:<16} {:<14} STATUS",
+                "NAME", "ACCOUNT", "FOLDER", "STATE"
+            );
+            for s in &servers {
+                let state = if s.confirmed {
+                    "Confirmed"
+                } else {
+                    "Not Confirmed"
+                };
+                println!(
+                    "{:<24} {:<30} {:<16} {:<14} {}",
+                    s.name,
+                    s.username,
+                    s.folder,
+                    state,
+                    s.status.label()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        IncomingCommand::Test { name } => match app.test_and_confirm(named(&name)?).await {
+            Ok(report) => {
+                println!(
+                    "Connection Test Successful! {} holds {} messages; the server is Confirmed.",
+                    report.folder, report.messages
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        IncomingCommand::Fetch { name } => match app.fetch_now(named(&name)?).await {
+            Ok(report) => {
+                println!("Fetched {} new messages.", report.stored);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("Fetch failed: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
 }
 
 /// A consistent copy of the SQLite database. The store is opened without migrating: a backup

@@ -70,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/google-setup", get(pages::google_setup::guide))
         .route("/emails", get(pages::emails::list))
         .route("/emails/{id}", get(pages::emails::show))
+        .route("/emails/in/{id}", get(pages::emails::show_inbound))
         .route("/emails/{id}/retry", post(pages::emails::retry))
         .route("/emails/{id}/cancel", post(pages::emails::cancel))
         .route(

@@ -94,6 +94,8 @@ pub struct OverviewPage {
 /// The Emails filters as typed, to refill the form.
 #[derive(Default)]
 pub struct EmailFilterView {
+    /// `outgoing` or `incoming`.
+    pub direction: String,
     pub state: String,
     pub server: String,
     pub since: String,
@@ -125,6 +127,38 @@ pub struct EmailsPage {
     pub filter: EmailFilterView,
     pub rows: Vec<EmailRow>,
     pub older: Option<String>,
+    /// With `direction=incoming`: the mail incoming servers fetched, instead of `rows`.
+    pub incoming: Option<Vec<InboundRow>>,
+}
+
+pub struct InboundRow {
+    pub id: String,
+    pub when: String,
+    pub from: String,
+    pub subject: String,
+    pub server: String,
+    pub folder: String,
+    /// `pending`, `delivered` or `none`.
+    pub webhook: String,
+    pub attempts: i64,
+}
+
+pub struct WebhookAttemptView {
+    pub when: String,
+    pub status: String,
+    pub error: String,
+    pub took: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "inbound.html")]
+pub struct InboundPage {
+    pub chrome: Chrome,
+    pub message: crate::store::InboundRecord,
+    pub received: String,
+    pub server: String,
+    pub attachments: Vec<String>,
+    pub attempts: Vec<WebhookAttemptView>,
 }
 
 pub struct AttemptView {

@@ -567,3 +567,55 @@ fn backup_on_postgresql_prints_the_pg_dump_command() {
     assert!(!stderr.contains("hunter2"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `mailgate incoming list|test|fetch` do from the shell what the page's buttons do.
+#[tokio::test]
+async fn incoming_servers_are_listed_tested_and_fetched_from_the_shell() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    t.gsim
+        .world()
+        .append_message(
+            ALICE,
+            "INBOX",
+            b"Subject: shell\r\n\r\nhi\r\n".to_vec(),
+            Default::default(),
+        )
+        .unwrap();
+    t.app
+        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
+            name: "Support".into(),
+            username: ALICE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let env = t.process_env();
+    let list = run_mailgate(&env, &["incoming", "list"]).await;
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        stdout.contains("Support") && stdout.contains("Not Confirmed"),
+        "{stdout}"
+    );
+    let fetch_first = run_mailgate(&env, &["incoming", "fetch", "Support"]).await;
+    assert!(!fetch_first.status.success());
+    assert!(
+        String::from_utf8_lossy(&fetch_first.stderr).contains("Test & Confirm this server first")
+    );
+    let test = run_mailgate(&env, &["incoming", "test", "Support"]).await;
+    assert!(
+        test.status.success()
+            && String::from_utf8_lossy(&test.stdout)
+                .starts_with("Connection Test Successful! INBOX holds 1 messages"),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let unknown = run_mailgate(&env, &["incoming", "test", "Nope"]).await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("no incoming mail server is named \"Nope\"")
+    );
+    t.finish().await;
+}

@@ -416,3 +416,179 @@ async fn two_instances_hand_each_message_over_once() {
     other.stop().await;
     t.finish().await;
 }
+
+/// Without a webhook the mail waits for the API: pages oldest first with a cursor, each
+/// message's fields, its raw bytes as Gmail holds them; for admin keys only.
+#[tokio::test]
+async fn the_inbox_api_pages_through_the_mail_and_serves_the_raw_bytes() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    for n in 0..5 {
+        mail(&t, n, false);
+    }
+    let (id, _) = t
+        .app
+        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
+            name: "API only".into(),
+            username: ALICE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    t.app.test_and_confirm(id).await.unwrap();
+    assert_eq!(t.app.fetch_now(id).await.unwrap().stored, 5);
+    let admin = t
+        .app
+        .create_api_key("reader", mailgate::app::api_keys::KeyScope::Admin)
+        .await
+        .unwrap();
+    let mut subjects = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = t
+            .get_json(&format!("/api/v1/inbox?limit=2{after}"), Some(&admin))
+            .await;
+        for m in page["messages"].as_array().unwrap() {
+            subjects.push(m["subject"].as_str().unwrap().to_string());
+            assert_eq!(m["webhook"], "none");
+            assert_eq!(m["from"], format!("Bob <{BOB}>"));
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        subjects,
+        (0..5).map(|n| format!("in {n}")).collect::<Vec<_>>()
+    );
+    let first = t.get_json("/api/v1/inbox?limit=1", Some(&admin)).await;
+    let first_id = first["messages"][0]["id"].as_str().unwrap().to_string();
+    let raw = t
+        .http
+        .get(t.url(&format!("/api/v1/inbox/{first_id}/raw")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    let gmail = t.gsim.world().mailbox(ALICE, "INBOX").unwrap();
+    assert_eq!(
+        raw.text().await.unwrap(),
+        gmail["messages"][0]["raw"].as_str().unwrap(),
+        "byte for byte"
+    );
+    let submit = t.api_key().await;
+    let refused = t
+        .http
+        .get(t.url("/api/v1/inbox"))
+        .bearer_auth(&submit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    let missing = t
+        .http
+        .get(t.url("/api/v1/inbox/nope"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    let document = t.get_json("/api/v1/openapi.json", None).await;
+    for path in [
+        "/api/v1/inbox",
+        "/api/v1/inbox/{id}",
+        "/api/v1/inbox/{id}/raw",
+    ] {
+        assert!(document["paths"].get(path).is_some(), "{path} documented");
+    }
+    t.finish().await;
+}
+
+/// The pages: the form names what is wrong, the secret is shown once, Test & Confirm and Fetch
+/// Now answer in words.
+#[tokio::test]
+async fn the_incoming_pages_create_confirm_and_fetch() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    mail(&t, 0, false);
+    let bad = t
+        .submit(
+            "/incoming",
+            &[
+                ("name", ""),
+                ("username", "nope"),
+                ("folder", "INBOX"),
+                ("interval", "0"),
+                ("webhook_url", "ftp://x"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(
+        bad.has("Give this server a Name")
+            && bad.has("minutes between fetches")
+            && bad.has("http:// or https://")
+    );
+    let created = t
+        .submit(
+            "/incoming",
+            &[
+                ("name", "Support"),
+                ("username", ALICE),
+                ("folder", "INBOX"),
+                ("interval", "5"),
+                ("webhook_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, reqwest::StatusCode::OK, "{}", created.body);
+    let secret = hidden_text(&created.body, "webhook-secret-value");
+    assert!(secret.starts_with("mgw_"));
+    assert!(created.has("Not Confirmed") && created.has("Gmail Token Valid"));
+    let id = t.app.incoming_servers().await.unwrap()[0].id;
+    let shown = t.visit(&format!("/incoming/{id}")).await;
+    assert!(!shown.has(&secret), "the secret is shown once");
+    let confirmed = t.submit(&format!("/incoming/{id}/confirm"), &[]).await;
+    assert_eq!(confirmed.status, reqwest::StatusCode::SEE_OTHER);
+    let page = t.visit(&format!("/incoming/{id}")).await;
+    assert!(
+        page.has("Connection Test Successful!")
+            && page.has("Confirmed: mailgate fetches this folder"),
+        "{}",
+        page.body
+    );
+    t.submit(&format!("/incoming/{id}/fetch"), &[]).await;
+    let page = t.visit(&format!("/incoming/{id}")).await;
+    assert!(page.has("Fetched"), "{}", page.body);
+    let list = t.visit("/incoming").await;
+    assert!(list.has("Incoming Mail Servers") && list.has("Support") && list.has("API only"));
+    let emails = t.visit("/emails?direction=incoming").await;
+    assert!(
+        emails.has("in 0") && emails.has(&format!("Bob <{BOB}>")),
+        "{}",
+        emails.body
+    );
+    let message = t.app.store.inbox_after(None, 1).await.unwrap().remove(0);
+    let page = t.visit(&format!("/emails/in/{}", message.id)).await;
+    assert!(
+        page.has("<in-0@example.com>") && page.has("by <b>Support</b>"),
+        "{}",
+        page.body
+    );
+    t.submit(&format!("/incoming/{id}/reset"), &[]).await;
+    assert!(
+        t.visit(&format!("/incoming/{id}"))
+            .await
+            .has("Not Confirmed")
+    );
+    t.finish().await;
+}
+
+/// The text of the element with this id, e.g. `<code id="x">text</code>`.
+fn hidden_text(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = html.find(&marker).map(|i| i + marker.len()).expect(id);
+    html[start..].split('<').next().unwrap().to_string()
+}

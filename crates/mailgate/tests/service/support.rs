@@ -68,6 +68,8 @@ fn unescape(html: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
         .replace("&#x2b;", "+")
         .replace("&amp;", "&")
 }

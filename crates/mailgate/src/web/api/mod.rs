@@ -5,6 +5,7 @@
 //! the OpenAPI document served at `/api/v1/openapi.json` is generated from the handlers and
 //! their types and cannot leave a route out.
 
+mod inbox;
 mod messages;
 
 use std::sync::{Arc, OnceLock};
@@ -27,7 +28,7 @@ use crate::app::App;
     info(
         title = "mailgate API",
         version = "1",
-        description = "Send mail through Gmail with Google OAuth. A message is accepted (202) only once it is committed to mailgate's queue; mailgate then delivers it, retrying what is temporary and holding what needs a human.",
+        description = "Send mail through Gmail with Google OAuth. A message is accepted (202) only once it is committed to mailgate's queue; mailgate then delivers it, retrying what is temporary and holding what needs a human. Mail that Incoming Mail Servers fetch is read under /api/v1/inbox (admin keys).",
     ),
     servers((url = "/")),
     security(("apiKey" = [])),
@@ -60,6 +61,9 @@ fn documented_routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(messages::submit))
         .routes(routes!(messages::status))
+        .routes(routes!(inbox::list))
+        .routes(routes!(inbox::show))
+        .routes(routes!(inbox::raw))
         .routes(routes!(openapi))
 }
 

@@ -16,7 +16,10 @@ use crate::domain::outgoing::MessageState;
 use crate::store::MessageFilter;
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
-use crate::web::views::{AttemptView, Chrome, EmailFilterView, EmailPage, EmailRow, EmailsPage};
+use crate::web::views::{
+    AttemptView, Chrome, EmailFilterView, EmailPage, EmailRow, EmailsPage, InboundPage, InboundRow,
+    WebhookAttemptView,
+};
 
 const PAGE: i64 = 50;
 
@@ -34,6 +37,9 @@ pub struct FilterQuery {
     q: String,
     #[serde(default)]
     before: String,
+    /// `incoming` for the mail incoming servers fetched; anything else, the outgoing queue.
+    #[serde(default)]
+    direction: String,
 }
 
 /// `2026-11-26` as the Unix time of its midnight (UTC).
@@ -67,8 +73,17 @@ pub async fn list(
         before: Some(q.before.clone()).filter(|b| !b.is_empty()),
         limit: PAGE,
     };
-    let records = app.messages(&filter).await?;
     let now = app.now();
+    let incoming = if q.direction == "incoming" {
+        Some(incoming_rows(&app, q.q.trim(), now).await?)
+    } else {
+        None
+    };
+    let records = if incoming.is_some() {
+        Vec::new()
+    } else {
+        app.messages(&filter).await?
+    };
     let older = (records.len() == usize::try_from(PAGE).unwrap_or(usize::MAX))
         .then(|| records.last().map(|r| r.id.clone()))
         .flatten()
@@ -123,6 +138,11 @@ pub async fn list(
         states: MessageState::ALL.iter().map(|s| s.code()).collect(),
         servers,
         filter: EmailFilterView {
+            direction: if q.direction == "incoming" {
+                "incoming".into()
+            } else {
+                "outgoing".into()
+            },
             state: q.state,
             server: q.server,
             since: q.since,
@@ -131,6 +151,106 @@ pub async fn list(
         },
         rows,
         older,
+        incoming,
+    })
+}
+
+/// The newest incoming messages, those matching `search` (subject or From).
+async fn incoming_rows(
+    app: &App,
+    search: &str,
+    now: Timestamp,
+) -> Result<Vec<InboundRow>, WebError> {
+    let servers: HashMap<i64, String> = app
+        .incoming_servers()
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.name))
+        .collect();
+    let needle = search.to_lowercase();
+    Ok(app
+        .store
+        .inbox_latest(PAGE * 4)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .into_iter()
+        .filter(|m| {
+            needle.is_empty()
+                || m.summary.subject.to_lowercase().contains(&needle)
+                || m.summary.from.to_lowercase().contains(&needle)
+        })
+        .take(usize::try_from(PAGE).unwrap_or(50))
+        .map(|m| InboundRow {
+            when: format!(
+                "{} ({})",
+                format_utc(m.received_at),
+                relative(m.received_at, now)
+            ),
+            from: m.summary.from.clone(),
+            subject: m.summary.subject.clone(),
+            server: servers
+                .get(&m.server_id)
+                .cloned()
+                .unwrap_or_else(|| "(deleted)".into()),
+            folder: m.folder.clone(),
+            webhook: m.webhook.clone(),
+            attempts: m.webhook_attempts,
+            id: m.id,
+        })
+        .collect())
+}
+
+/// One incoming message: its fields, its webhook attempts.
+pub async fn show_inbound(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<InboundPage, WebError> {
+    let message = app
+        .store
+        .inbox_message(&id)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .ok_or(WebError::NotFound("Incoming message"))?;
+    let attempts = app
+        .store
+        .webhook_attempts(&id)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .into_iter()
+        .map(|a| WebhookAttemptView {
+            when: format_utc(a.at),
+            status: a
+                .status
+                .map_or_else(|| "no answer".into(), |s| s.to_string()),
+            error: a.error.unwrap_or_default(),
+            took: format!("{} ms", a.took_ms),
+        })
+        .collect();
+    let server = app
+        .incoming_server(message.server_id)
+        .await
+        .map(|s| s.name)
+        .unwrap_or_else(|_| "(deleted)".into());
+    Ok(InboundPage {
+        chrome: Chrome::admin(&admin, "emails", None),
+        received: format_utc(message.received_at),
+        server,
+        attachments: message
+            .summary
+            .attachments
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} ({}, {} bytes)",
+                    a.filename.as_deref().unwrap_or("unnamed"),
+                    a.content_type,
+                    a.size
+                )
+            })
+            .collect(),
+        message,
+        attempts,
     })
 }
 
