@@ -101,6 +101,7 @@ export async function startMailgate(gsim, port, publicUrl) {
     MAILGATE_GOOGLE_REVOKE_URL: `${gsim.http}/revoke`,
     MAILGATE_GOOGLE_CERTS_URL: `${gsim.http}/oauth2/v3/certs`,
     MAILGATE_GMAIL_SMTP: gsim.smtp_starttls,
+    MAILGATE_GMAIL_IMAP: gsim.imap_tls,
     MAILGATE_EXTRA_CA_FILE: gsim.ca_cert,
   };
   const { value } = await start(MAILGATE_BIN, ["serve"], env, (line) => {

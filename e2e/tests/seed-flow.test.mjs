@@ -3,7 +3,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
   ALICE, BOB, CLIENT_ID, CLIENT_SECRET,
-  freePort, launch, shooter, startGsim, startMailgate, stopAll,
+  freePort, gsimControl, launch, shooter, startGsim, startMailgate, stopAll,
 } from "../harness.mjs";
 import { consentAtGoogle, createAdmin, createGmailServer, enterCredentials } from "../flows.mjs";
 
@@ -56,6 +56,59 @@ test("the seed's flow: setup, credentials, a Gmail server, consent, Gmail Token 
   await page.getByRole("heading", { name: "This connection attempt was already used" }).waitFor();
   assert.ok(await page.getByRole("button", { name: "Connect again" }).isVisible());
   await shot(page, "faq-stale-callback");
+  await page.close();
+});
+
+test("Incoming Mail Servers: a Gmail folder with the same connection, Test & Confirm, Fetch Now", async () => {
+  const shot = shooter("incoming");
+  const page = await context.newPage();
+  const append = (n) => gsimControl(gsim, "POST", `/_gsim/mailboxes/${ALICE}/INBOX`, {
+    raw: `From: Bob <${BOB}>\r\nTo: ${ALICE}\r\nSubject: Order ${n}\r\nMessage-ID: <order-${n}@example.com>\r\n\r\nPlease ship order ${n}.\r\n`,
+    flags: n % 2 ? ["\\Seen"] : [],
+  });
+  for (const n of [1, 2, 3]) await append(n);
+
+  await page.goto(`${base}/`);
+  await page.getByRole("link", { name: "Incoming Mail Servers" }).click();
+  await page.getByRole("heading", { name: "Incoming Mail Servers" }).waitFor();
+  await shot(page, "incoming-empty");
+  await page.getByRole("link", { name: "New" }).click();
+  await page.getByRole("heading", { name: "New Incoming Mail Server" }).waitFor();
+  assert.equal(await page.getByLabel("Folder", { exact: true }).inputValue(), "INBOX");
+  await page.getByLabel("Name", { exact: true }).fill("Orders");
+  await page.getByLabel("Username", { exact: true }).fill(ALICE);
+  await shot(page, "incoming-new");
+  await page.getByRole("button", { name: "Save" }).click();
+  const secret = await page.locator("#webhook-secret-value").textContent();
+  assert.match(secret, /^mgw_/);
+  await page.locator("#incoming-badge", { hasText: "Gmail Token Valid" }).waitFor();
+  await page.getByText("Not Confirmed").first().waitFor();
+  await shot(page, "incoming-saved-secret-once");
+
+  await page.getByRole("button", { name: "Test & Confirm" }).click();
+  await page.getByText(/Connection Test Successful! INBOX holds 3 messages/).waitFor();
+  await page.locator("#incoming-state", { hasText: "Confirmed" }).waitFor();
+  assert.ok(!(await page.content()).includes(secret), "the secret is shown once");
+  await shot(page, "incoming-test-and-confirm");
+
+  await append(4);
+  await page.getByRole("button", { name: "Fetch Now" }).click();
+  await page.getByText(/^Fetched/).waitFor();
+  await shot(page, "incoming-fetch-now");
+
+  await page.goto(`${base}/emails?direction=incoming`);
+  for (const n of [1, 2, 3, 4]) await page.getByRole("link", { name: `Order ${n}` }).waitFor();
+  await shot(page, "emails-incoming");
+  await page.getByRole("link", { name: "Order 2" }).click();
+  await page.getByText("<order-2@example.com>").waitFor();
+  await shot(page, "incoming-message");
+
+  await page.goto(`${base}/incoming`);
+  await page.getByRole("link", { name: "Orders" }).click();
+  await page.getByRole("button", { name: "Reset Confirmation" }).click();
+  await page.getByText("Confirmation reset").waitFor();
+  await page.locator("#incoming-state", { hasText: "Not Confirmed" }).waitFor();
+  await shot(page, "incoming-reset");
   await page.close();
 });
 
