@@ -725,6 +725,9 @@ async fn the_generated_document_lists_every_api_route_and_each_answers() {
     assert_eq!(
         documented,
         [
+            "/api/v1/inbox",
+            "/api/v1/inbox/{id}",
+            "/api/v1/inbox/{id}/raw",
             "/api/v1/messages",
             "/api/v1/messages/{id}",
             "/api/v1/openapi.json"

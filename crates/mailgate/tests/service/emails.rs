@@ -129,7 +129,7 @@ async fn the_dashboard_counts_the_queue_and_charts_the_last_day() {
 }
 
 /// Lets the delivery loop run passes until `done` holds (it purges on its own schedule).
-async fn until_a_pass_makes(t: &TestApp, done: impl AsyncFn() -> bool) {
+pub async fn until_a_pass_makes(t: &TestApp, done: impl AsyncFn() -> bool) {
     let mut passes = t.app.passes.subscribe();
     t.advance_and_wake(0);
     tokio::time::timeout(std::time::Duration::from_secs(20), async {

@@ -592,3 +592,131 @@ fn hidden_text(html: &str, id: &str) -> String {
     let start = html.find(&marker).map(|i| i + marker.len()).expect(id);
     html[start..].split('<').next().unwrap().to_string()
 }
+
+/// An API-only server with "Mark messages as read once stored".
+async fn api_only(t: &TestApp, mark_seen: bool) -> i64 {
+    t.sending_as_alice().await;
+    let (id, _) = t
+        .app
+        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
+            name: "API only".into(),
+            username: ALICE.into(),
+            mark_seen,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    t.app.test_and_confirm(id).await.unwrap();
+    id
+}
+
+/// Asked to, mailgate marks what it stored as read; the rest of the folder is left alone.
+#[tokio::test]
+async fn mark_as_read_sets_seen_only_on_what_was_stored() {
+    let t = spawn(Db::Sqlite).await;
+    for n in 0..3 {
+        mail(&t, n, false);
+    }
+    let id = api_only(&t, true).await;
+    t.app.fetch_now(id).await.unwrap();
+    let mailbox = t.gsim.world().mailbox(ALICE, "INBOX").unwrap();
+    let flags: Vec<String> = mailbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["flags"].to_string())
+        .collect();
+    assert!(flags.iter().all(|f| f.contains("\\\\Seen")), "{flags:?}");
+    t.finish().await;
+}
+
+/// Both IMAP connections mailgate allows an account are taken (by another instance here):
+/// Fetch Now says so in words, and nothing opens a third.
+#[tokio::test]
+async fn a_third_imap_connection_is_not_opened() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let (id, _) = t
+        .app
+        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
+            name: "Capped".into(),
+            username: ALICE.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let now = t.app.now();
+    t.app
+        .store
+        .register_instance(&mailgate::store::InstanceRecord {
+            id: "elsewhere".into(),
+            host: "other".into(),
+            http_addr: "-".into(),
+            started_at: now,
+            heartbeat_at: now,
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        t.app
+            .store
+            .take_session_slot(&format!("imap:{ALICE}"), "elsewhere", 2, now)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    t.app.store.confirm_incoming(id, true, now).await.unwrap();
+    let logins = t.gsim.world().counters().imap_logins.ok;
+    let refused = t.app.fetch_now(id).await.unwrap_err();
+    assert!(
+        refused.contains("both IMAP connections mailgate allows this account are in use"),
+        "{refused}"
+    );
+    assert_eq!(
+        t.gsim.world().counters().imap_logins.ok,
+        logins,
+        "no login tried"
+    );
+    t.finish().await;
+}
+
+/// Incoming mail is kept as outgoing mail is: the raw bytes `retention_days` after hand-over,
+/// the record `history_days`.
+#[tokio::test]
+async fn incoming_mail_is_purged_after_its_periods() {
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_RETENTION_DAYS".into(), "2".into());
+        env.insert("MAILGATE_HISTORY_DAYS".into(), "5".into());
+    })
+    .await;
+    mail(&t, 0, false);
+    let id = api_only(&t, false).await;
+    t.app.fetch_now(id).await.unwrap();
+    let stored = t.app.store.inbox_after(None, 1).await.unwrap().remove(0);
+    assert!(t.app.store.inbox_raw(&stored.id).await.unwrap().is_some());
+    t.clock.advance(2 * 86_400 + 3600);
+    crate::emails::until_a_pass_makes(&t, async || {
+        t.app.store.inbox_raw(&stored.id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        t.app
+            .store
+            .inbox_message(&stored.id)
+            .await
+            .unwrap()
+            .is_some(),
+        "the record stays"
+    );
+    t.clock.advance(3 * 86_400);
+    crate::emails::until_a_pass_makes(&t, async || {
+        t.app
+            .store
+            .inbox_message(&stored.id)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    t.finish().await;
+}
