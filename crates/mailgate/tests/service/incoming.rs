@@ -487,6 +487,12 @@ async fn the_inbox_api_pages_through_the_mail_and_serves_the_raw_bytes() {
         .await
         .unwrap();
     assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    for bad in ["0", "501", "ten", "99999999999999999999"] {
+        let refused = t
+            .get_json(&format!("/api/v1/inbox?limit={bad}"), Some(&admin))
+            .await;
+        assert_eq!(refused["error"]["field"], "limit", "{bad}: {refused}");
+    }
     let missing = t
         .http
         .get(t.url("/api/v1/inbox/nope"))

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -19,12 +19,46 @@ use crate::store::InboundRecord;
 const DEFAULT_LIMIT: i64 = 100;
 const MOST: i64 = 500;
 
+/// The query, as documented; read by [`page_query`], which names what is wrong in the API's
+/// JSON rather than axum's plain-text rejection.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct PageQuery {
     /// The `next` of the previous page: messages stored after that one.
+    #[param(nullable = false)]
     after: Option<String>,
-    /// Messages per page, 1 to 500 (100 by default).
+    /// Messages per page, from 1 to 500 (100 by default).
+    #[param(nullable = false)]
     limit: Option<i64>,
+}
+
+/// `after` and `limit` from the query string; other parameters are ignored.
+fn page_query(raw: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
+    let mut after = None;
+    let mut limit = DEFAULT_LIMIT;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "after" if !value.is_empty() => after = Some(value.into_owned()),
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MOST).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            StatusCode::BAD_REQUEST,
+                            "limit",
+                            format!(
+                                "limit must be a whole number from 1 to {MOST} (it was `{value}`)"
+                            ),
+                        )
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -63,21 +97,14 @@ fn admin_only(caller: &crate::app::api_keys::ApiCaller) -> Result<(), ApiError> 
 pub async fn list(
     State(app): State<Arc<App>>,
     ApiKey(caller): ApiKey,
-    Query(query): Query<PageQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<InboxPage>, ApiError> {
     admin_only(&caller)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MOST).contains(&limit) {
-        return Err(ApiError::field(
-            StatusCode::BAD_REQUEST,
-            "limit",
-            format!("limit must be from 1 to {MOST}"),
-        ));
-    }
+    let (after, limit) = page_query(query.as_deref())?;
     // One more than asked tells whether a next page exists.
     let mut messages = app
         .store
-        .inbox_after(query.after.as_deref(), limit + 1)
+        .inbox_after(after.as_deref(), limit + 1)
         .await
         .map_err(crate::app::AppError::from)?;
     let more = messages.len() > usize::try_from(limit).unwrap_or(usize::MAX);
