@@ -1,6 +1,7 @@
 //! The one TLS client configuration mailgate uses, for Google's HTTPS endpoints and for SMTP/IMAP:
 //! the Mozilla roots plus, when configured, an extra CA (how tests trust gsim). Certificates are
-//! always verified; there is no switch to turn that off.
+//! always verified; there is no switch to turn that off. And the dial and handshake the SMTP and
+//! IMAP adapters share, each bounded in time.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,4 +47,49 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsEr
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Why a connection could not be made, in words the adapters put in their own errors.
+#[derive(Debug)]
+pub enum DialError {
+    /// TCP: the target, what happened.
+    Connect(String, String),
+    /// The TLS handshake: the host, what happened.
+    Tls(String, String),
+}
+
+/// TCP to `host:port`, within `limit`, with Nagle off (pipelined commands go in one write).
+pub async fn dial(
+    host: &str,
+    port: u16,
+    limit: std::time::Duration,
+) -> Result<tokio::net::TcpStream, DialError> {
+    let target = format!("{host}:{port}");
+    let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(&target))
+        .await
+        .map_err(|_| {
+            DialError::Connect(
+                target.clone(),
+                format!("no answer within {} s", limit.as_secs()),
+            )
+        })?
+        .map_err(|e| DialError::Connect(target.clone(), e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// The client handshake on `tcp`, the certificate verified for `host`, within `limit`.
+pub async fn handshake(
+    tls: &tokio_rustls::TlsConnector,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, DialError> {
+    let fail = |detail: String| DialError::Tls(host.to_string(), detail);
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| fail(format!("`{host}` is not a valid TLS server name")))?;
+    tokio::time::timeout(limit, tls.connect(name, tcp))
+        .await
+        .map_err(|_| fail("the handshake did not finish in time".into()))?
+        .map_err(|e| fail(e.to_string()))
 }

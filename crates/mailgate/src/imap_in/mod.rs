@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
-use rustls_pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -114,28 +113,19 @@ impl ImapConnector {
 
     /// TCP, then TLS verified for `host` (IMAP on 993 is TLS from the first byte).
     pub async fn connect(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, ImapError> {
-        let target = format!("{host}:{port}");
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&target))
+        let tcp = crate::tls::dial(host, port, self.connect_timeout)
             .await
-            .map_err(|_| ImapError::Connect {
-                target: target.clone(),
-                detail: format!("no answer within {} s", self.connect_timeout.as_secs()),
-            })?
-            .map_err(|e| ImapError::Connect {
-                target: target.clone(),
-                detail: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let fail = |detail: String| ImapError::Tls {
-            host: host.to_string(),
-            detail,
-        };
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|_| fail(format!("`{host}` is not a valid TLS server name")))?;
-        tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+            .map_err(imap_error)?;
+        crate::tls::handshake(&self.tls, host, tcp, self.connect_timeout)
             .await
-            .map_err(|_| fail("the handshake did not finish in time".into()))?
-            .map_err(|e| fail(e.to_string()))
+            .map_err(imap_error)
+    }
+}
+
+fn imap_error(e: crate::tls::DialError) -> ImapError {
+    match e {
+        crate::tls::DialError::Connect(target, detail) => ImapError::Connect { target, detail },
+        crate::tls::DialError::Tls(host, detail) => ImapError::Tls { host, detail },
     }
 }
 

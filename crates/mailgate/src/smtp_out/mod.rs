@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailgate_smtp::ClientSession;
-use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -74,20 +73,9 @@ impl SmtpConnector {
     }
 
     async fn dial(&self, target: &Target) -> Result<TcpStream, SmtpError> {
-        let address = format!("{}:{}", target.host, target.port);
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&address))
+        crate::tls::dial(&target.host, target.port, self.connect_timeout)
             .await
-            .map_err(|_| SmtpError::Connect {
-                target: address.clone(),
-                detail: format!("no answer within {} s", self.connect_timeout.as_secs()),
-            })?
-            .map_err(|e| SmtpError::Connect {
-                target: address.clone(),
-                detail: e.to_string(),
-            })?;
-        // Pipelined commands go in one write; waiting for Nagle would cost a round trip each.
-        let _ = tcp.set_nodelay(true);
-        Ok(tcp)
+            .map_err(smtp_error)
     }
 
     async fn handshake(
@@ -95,15 +83,15 @@ impl SmtpConnector {
         host: &str,
         tcp: TcpStream,
     ) -> Result<TlsStream<TcpStream>, SmtpError> {
-        let fail = |detail: String| SmtpError::Tls {
-            host: host.to_string(),
-            detail,
-        };
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|_| fail(format!("`{host}` is not a valid TLS server name")))?;
-        tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+        crate::tls::handshake(&self.tls, host, tcp, self.connect_timeout)
             .await
-            .map_err(|_| fail("the handshake did not finish in time".into()))?
-            .map_err(|e| fail(e.to_string()))
+            .map_err(smtp_error)
+    }
+}
+
+fn smtp_error(e: crate::tls::DialError) -> SmtpError {
+    match e {
+        crate::tls::DialError::Connect(target, detail) => SmtpError::Connect { target, detail },
+        crate::tls::DialError::Tls(host, detail) => SmtpError::Tls { host, detail },
     }
 }

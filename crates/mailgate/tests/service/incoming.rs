@@ -26,21 +26,36 @@ pub fn mail(t: &TestApp, n: usize, seen: bool) -> u32 {
         .unwrap()
 }
 
-/// Alice connected, and an Incoming Mail Server for her INBOX posting to `sink`, tested and
-/// confirmed. Returns its id.
-pub async fn receiving(t: &TestApp, sink: &Sink) -> i64 {
-    t.sending_as_alice().await;
+/// An Incoming Mail Server for Alice's INBOX, not confirmed yet, posting to `webhook` (or API
+/// only); the sink learns its secret. Returns its id.
+pub async fn incoming_server(
+    t: &TestApp,
+    name: &str,
+    webhook: Option<&Sink>,
+    mark_seen: bool,
+) -> i64 {
     let (id, secret) = t
         .app
         .create_incoming(&mailgate::domain::incoming::IncomingDraft {
-            name: "Support".into(),
+            name: name.into(),
             username: ALICE.into(),
-            webhook_url: sink.url.clone(),
+            webhook_url: webhook.map(|s| s.url.clone()).unwrap_or_default(),
+            mark_seen,
             ..Default::default()
         })
         .await
         .unwrap();
-    sink.set_secret(secret.expose_secret());
+    if let Some(sink) = webhook {
+        sink.set_secret(secret.expose_secret());
+    }
+    id
+}
+
+/// Alice connected, and an Incoming Mail Server for her INBOX posting to `sink`, tested and
+/// confirmed. Returns its id.
+pub async fn receiving(t: &TestApp, sink: &Sink) -> i64 {
+    t.sending_as_alice().await;
+    let id = incoming_server(t, "Support", Some(sink), false).await;
     t.app.test_and_confirm(id).await.unwrap();
     id
 }
@@ -286,17 +301,7 @@ async fn a_sigkill_between_fetch_and_webhook_loses_nothing_and_repeats_nothing_a
     let mut t = spawn(Db::SqliteFile).await;
     let sink = Sink::start().await;
     t.sending_as_alice().await;
-    let (server, secret) = t
-        .app
-        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
-            name: "Support".into(),
-            username: ALICE.into(),
-            webhook_url: sink.url.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    sink.set_secret(secret.expose_secret());
+    let server = incoming_server(&t, "Support", Some(&sink), false).await;
     for n in 0..10 {
         mail(&t, n, false);
     }
@@ -426,15 +431,7 @@ async fn the_inbox_api_pages_through_the_mail_and_serves_the_raw_bytes() {
     for n in 0..5 {
         mail(&t, n, false);
     }
-    let (id, _) = t
-        .app
-        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
-            name: "API only".into(),
-            username: ALICE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let id = incoming_server(&t, "API only", None, false).await;
     t.app.test_and_confirm(id).await.unwrap();
     assert_eq!(t.app.fetch_now(id).await.unwrap().stored, 5);
     let admin = t
@@ -602,16 +599,7 @@ fn hidden_text(html: &str, id: &str) -> String {
 /// An API-only server with "Mark messages as read once stored".
 async fn api_only(t: &TestApp, mark_seen: bool) -> i64 {
     t.sending_as_alice().await;
-    let (id, _) = t
-        .app
-        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
-            name: "API only".into(),
-            username: ALICE.into(),
-            mark_seen,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let id = incoming_server(t, "API only", None, mark_seen).await;
     t.app.test_and_confirm(id).await.unwrap();
     id
 }
@@ -642,15 +630,7 @@ async fn mark_as_read_sets_seen_only_on_what_was_stored() {
 async fn a_third_imap_connection_is_not_opened() {
     let t = spawn(Db::Sqlite).await;
     t.sending_as_alice().await;
-    let (id, _) = t
-        .app
-        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
-            name: "Capped".into(),
-            username: ALICE.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let id = incoming_server(&t, "Capped", None, false).await;
     let now = t.app.now();
     t.app
         .store
