@@ -93,6 +93,13 @@ pub struct ImapSettings {
     pub max_connections_per_account: usize,
     #[serde(default = "default_imap_idle_ms")]
     pub idle_timeout_ms: u64,
+    /// Offer IDLE (Gmail does); off, the server plays one that does not, for clients' polling.
+    #[serde(default = "default_true")]
+    pub offer_idle: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for ImapSettings {
@@ -100,6 +107,7 @@ impl Default for ImapSettings {
         Self {
             max_connections_per_account: default_imap_connections(),
             idle_timeout_ms: default_imap_idle_ms(),
+            offer_idle: true,
         }
     }
 }

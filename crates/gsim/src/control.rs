@@ -108,6 +108,7 @@ pub struct SmtpSettingsPatch {
 pub struct ImapSettingsPatch {
     pub idle_timeout_ms: Option<u64>,
     pub max_connections_per_account: Option<usize>,
+    pub offer_idle: Option<bool>,
 }
 
 impl World {
@@ -327,6 +328,9 @@ impl World {
             }
             if let Some(v) = patch.max_connections_per_account {
                 imap.max_connections_per_account = v;
+            }
+            if let Some(v) = patch.offer_idle {
+                imap.offer_idle = v;
             }
         });
     }

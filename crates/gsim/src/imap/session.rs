@@ -98,6 +98,19 @@ impl Session {
         }
     }
 
+    fn offers_idle(&self) -> bool {
+        self.world.with(|s| s.settings.imap.offer_idle)
+    }
+
+    /// Gmail's list, without IDLE when the settings say so.
+    fn capabilities(&self, list: &str) -> String {
+        if self.offers_idle() {
+            list.to_string()
+        } else {
+            list.replace(" IDLE", "")
+        }
+    }
+
     fn idle(&self) -> Duration {
         Duration::from_millis(self.world.with(|s| s.settings.imap.idle_timeout_ms))
     }
@@ -185,7 +198,8 @@ impl Session {
                 } else {
                     CAPABILITY_BEFORE_AUTH
                 };
-                self.send(list).await?;
+                let list = self.capabilities(list);
+                self.send(&list).await?;
                 let done = format!("OK Thats all she wrote! {}", self.id);
                 self.tagged(&tag, &done).await
             }
@@ -327,7 +341,8 @@ impl Session {
                 .await;
         };
         self.world.with(|s| s.counters.imap_logins.record(true));
-        self.send(CAPABILITY_AFTER_AUTH).await?;
+        let list = self.capabilities(CAPABILITY_AFTER_AUTH);
+        self.send(&list).await?;
         let ok = format!("OK {account} authenticated (Success)");
         self.account = Some(account);
         self.slot = Some(slot);
@@ -439,7 +454,7 @@ impl Session {
                 self.tagged(tag, "OK Returned to authenticated state. (Success)")
                     .await
             }
-            "IDLE" if !by_uid => self.idle_until_done(tag, &name).await,
+            "IDLE" if !by_uid && self.offers_idle() => self.idle_until_done(tag, &name).await,
             _ => self.tagged(tag, "BAD Unknown command").await,
         }
     }

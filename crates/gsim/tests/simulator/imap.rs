@@ -384,3 +384,21 @@ async fn a_renumbered_mailbox_has_a_new_uidvalidity_and_uids_from_one() {
         "{fetched}"
     );
 }
+
+/// A server without IDLE (for clients' polling): not in CAPABILITY, and refused.
+#[tokio::test]
+async fn without_idle_the_capability_says_so_and_idle_is_refused() {
+    let gsim = start().await;
+    gsim.world().patch_imap_settings(ImapSettingsPatch {
+        offer_idle: Some(false),
+        ..Default::default()
+    });
+    let mut raw = logged_in(&gsim, ALICE).await;
+    raw.send("a2 CAPABILITY").await;
+    let caps = raw.until_tagged("a2").await;
+    assert!(!caps.contains(" IDLE"), "{caps}");
+    raw.send("a3 SELECT INBOX").await;
+    raw.until_tagged("a3").await;
+    raw.send("a4 IDLE").await;
+    assert_eq!(raw.line().await, "a4 BAD Unknown command\r\n");
+}

@@ -706,3 +706,46 @@ async fn incoming_mail_is_purged_after_its_periods() {
     .await;
     t.finish().await;
 }
+
+/// A server that offers no IDLE is polled every Interval instead.
+#[tokio::test]
+async fn without_idle_the_folder_is_polled() {
+    let t = spawn(Db::Sqlite).await;
+    t.gsim.world().patch_imap_settings(gsim::ImapSettingsPatch {
+        offer_idle: Some(false),
+        ..Default::default()
+    });
+    let sink = Sink::start().await;
+    mail(&t, 0, false);
+    let id = receiving(&t, &sink).await;
+    sink.wait_until(Duration::from_secs(20), "the first", |seen| {
+        acknowledged(seen).len() == 1
+    })
+    .await;
+    // A second between polls (the form's unit is the minute): the worker restarts with it.
+    sqlx::query(
+        "UPDATE incoming_servers SET interval_secs = 1, updated_at = updated_at + 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(t.app.store.pool())
+    .await
+    .unwrap();
+    t.app.incoming_changed.notify_one();
+    mail(&t, 1, false);
+    sink.wait_until(Duration::from_secs(20), "the second", |seen| {
+        acknowledged(seen).len() == 2
+    })
+    .await;
+    // The worker is on its polls now: only one of them can find this.
+    let appended = Instant::now();
+    mail(&t, 2, false);
+    sink.wait_until(Duration::from_secs(20), "the polled one", |seen| {
+        acknowledged(seen).len() == 3
+    })
+    .await;
+    eprintln!(
+        "polling: new mail at the webhook within {:?}",
+        appended.elapsed()
+    );
+    t.finish().await;
+}
