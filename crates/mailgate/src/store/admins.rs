@@ -62,7 +62,7 @@ impl Store {
         token_hash: &str,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query("DELETE FROM setup_tokens WHERE used_at IS NULL")
             .execute(&mut *tx)
             .await?;
@@ -101,7 +101,7 @@ impl Store {
         password_hash: &str,
         now: Timestamp,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         let spent = sqlx::query(
             "UPDATE setup_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1",
         )

@@ -96,7 +96,7 @@ impl Store {
         let Some(last) = batch.iter().map(|m| m.uid).max() else {
             return Ok(0);
         };
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         let position =
             sqlx::query("SELECT uidvalidity, refetch_through FROM incoming_servers WHERE id = $1")
                 .bind(server_id)
@@ -193,7 +193,7 @@ impl Store {
         delivered: bool,
         next_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (message_id, at, status, error, took_ms) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -306,7 +306,7 @@ impl Store {
         bodies_before: Timestamp,
         records_before: Timestamp,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "UPDATE inbox_messages SET raw = NULL WHERE raw IS NOT NULL AND webhook <> 'pending' AND received_at < $1",
         )

@@ -67,7 +67,7 @@ impl Store {
         secret: &SecretString,
         now: Timestamp,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO incoming_servers (name, username, folder, interval_secs, mark_seen, webhook_url, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",

@@ -96,7 +96,7 @@ impl Store {
         id: &str,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         let released = sqlx::query(
             "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
              next_attempt_at = $1, updated_at = $1 WHERE state IN ('queued', 'deferred', 'sending') AND state = 'sending' AND COALESCE(lease_owner, '') <> $2",
@@ -119,7 +119,7 @@ impl Store {
 
     /// An instance that stopped cleanly: its row, session slots and reserved sends.
     pub async fn remove_instance(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         for mine in [
             "DELETE FROM session_slots WHERE owner = $1",
             "DELETE FROM quota_holds WHERE owner = $1",

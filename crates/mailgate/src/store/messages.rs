@@ -416,7 +416,7 @@ impl Store {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         for (id, lease) in messages {
             sqlx::query(
                 "UPDATE messages SET state = 'queued', lease_owner = NULL, lease_until = NULL, lease_token = NULL, \
@@ -589,7 +589,7 @@ impl Store {
     /// `before`. A message ends after it was created, so the creation index bounds the walk to
     /// the old messages.
     pub async fn purge_records(&self, before: Timestamp) -> Result<u64, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "DELETE FROM attempts WHERE message_id IN \
              (SELECT id FROM messages WHERE created_at < $1 AND state IN ('sent', 'failed', 'cancelled') AND updated_at < $1)",

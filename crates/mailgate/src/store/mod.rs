@@ -145,6 +145,17 @@ impl Store {
         }
     }
 
+    /// A transaction for writes outside the group commit. On SQLite it takes the write lock
+    /// from its first statement (`BEGIN IMMEDIATE`): a transaction that reads and then writes
+    /// could otherwise fail with "database is locked" when another process (the CLI) wrote in
+    /// between.
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.writes().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writes().begin().await?,
+        })
+    }
+
     fn migrator(&self) -> &'static Migrator {
         match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,

@@ -62,7 +62,7 @@ impl Store {
         limit: i64,
         now: Timestamp,
     ) -> Result<Reservation, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(format!("quota:{account}"))
@@ -109,7 +109,7 @@ impl Store {
         owner: &str,
         holding: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         write_hold(&mut tx, account, owner, holding).await?;
         tx.commit().await?;
         Ok(())

@@ -127,7 +127,7 @@ impl Store {
         server: &ValidServer,
         now: Timestamp,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         let id: i64 = bind_server(server, now, sqlx::query(
             "INSERT INTO mail_servers (name, auth_method, username, host, port, security, from_filter, priority, \
              aliases, from_policy, daily_limit, created_at, updated_at) \
@@ -157,7 +157,7 @@ impl Store {
         server: &ValidServer,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         bind_server(server, now, sqlx::query(
             "UPDATE mail_servers SET name = $1, auth_method = $2, username = $3, host = $4, port = $5, \
              security = $6, from_filter = $7, priority = $8, aliases = $9, from_policy = $10, \

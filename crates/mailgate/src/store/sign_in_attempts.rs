@@ -34,7 +34,7 @@ impl Store {
         now: Timestamp,
         decide: impl FnOnce(&[BudgetAttempts]) -> Result<(), R>,
     ) -> Result<Result<Vec<i64>, R>, StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         if self.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('sign-in attempts', 0))")
                 .execute(&mut *tx)
@@ -91,7 +91,7 @@ impl Store {
         succeeded: bool,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         for (id, budget) in reserved {
             if succeeded {
                 sqlx::query(
@@ -133,7 +133,7 @@ impl Store {
         now: Timestamp,
         since: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writes().begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query("DELETE FROM sign_in_attempts WHERE at <= $1")
             .bind(since)
             .execute(&mut *tx)
