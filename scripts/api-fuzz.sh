@@ -53,6 +53,10 @@ if [ "$status" != 202 ]; then
   exit 1
 fi
 
+# One worker: on CPython 3.11 (this machine's) the AST constructor's recursion counter is shared
+# between threads (cpython#106905), and hypothesis parses source while generating, so two worker
+# threads sometimes die with "AST constructor recursion depth mismatch" (seen in CI on
+# GET /api/v1/inbox). A single thread cannot race; the run takes a little longer.
 # positive_data_acceptance is left out on purpose: the API refuses schema-valid requests for
 # rules a schema cannot say (a well-formed address, text or html, the header policy, the size),
 # with a 422 that names the field; every other check, schema conformance included, runs.
@@ -63,7 +67,7 @@ schemathesis run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
   --exclude-checks positive_data_acceptance \
   --max-examples "$EXAMPLES" \
   --seed 20261203 \
-  --workers 2 \
+  --workers 1 \
   --no-color | tee "$WORK/run.txt"
 rc=${PIPESTATUS[0]}
 set -e
