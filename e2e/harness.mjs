@@ -20,6 +20,7 @@ export const DESKTOP_ID = "555000000002-e2edesktopclient000000000000.apps.google
 export const DESKTOP_SECRET = "GOCSPX-e2e-desktop-client-secret";
 export const ALICE = "alice@gmail.com";
 export const BOB = "bob@example.com";
+export const CAROL = "carol@gmail.com";
 export const ADMIN = "admin@example.com";
 export const PASSWORD = "a long and careful passphrase";
 
@@ -53,7 +54,7 @@ function start(bin, args, env, match, label) {
   });
 }
 
-/** gsim with one web client in Testing (Alice is its test user), Alice and Bob. */
+/** gsim with one web client in Testing (Alice and Carol are its test users), Alice, Bob and Carol. */
 export async function startGsim(redirectUris) {
   const dir = mkdtempSync(join(tmpdir(), "e2e-gsim-"));
   const config = join(dir, "gsim.toml");
@@ -65,7 +66,7 @@ type = "web"
 name = "mailgate"
 redirect_uris = [${redirectUris.map((u) => JSON.stringify(u)).join(", ")}]
 publishing_status = "testing"
-test_users = ["${ALICE}"]
+test_users = ["${ALICE}", "${CAROL}"]
 
 [[clients]]
 client_id = "${DESKTOP_ID}"
@@ -81,6 +82,10 @@ name = "Alice Example"
 [[accounts]]
 email = "${BOB}"
 name = "Bob Example"
+
+[[accounts]]
+email = "${CAROL}"
+name = "Carol Example"
 `);
   const { value } = await start(GSIM_BIN, ["serve", "--config", config, "--state-dir", dir], {}, (line) => {
     try { return JSON.parse(line); } catch { return null; }

@@ -2,7 +2,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
-  ALICE, BOB, CLIENT_ID, CLIENT_SECRET,
+  ALICE, BOB, CAROL, CLIENT_ID, CLIENT_SECRET,
   freePort, gsimControl, launch, shooter, startGsim, startMailgate, stopAll,
 } from "../harness.mjs";
 import { consentAtGoogle, createAdmin, createGmailServer, enterCredentials } from "../flows.mjs";
@@ -109,6 +109,36 @@ test("Incoming Mail Servers: a Gmail folder with the same connection, Test & Con
   await page.getByText("Confirmation reset").waitFor();
   await page.locator("#incoming-state", { hasText: "Not Confirmed" }).waitFor();
   await shot(page, "incoming-reset");
+  await page.close();
+});
+
+test("a mailbox that only receives: Connect your Gmail account on its Incoming Mail Server", async () => {
+  const shot = shooter("incoming-only");
+  const page = await context.newPage();
+  await page.goto(`${base}/incoming/new`);
+  await page.getByLabel("Name", { exact: true }).fill("Carol's inbox");
+  await page.getByLabel("Username", { exact: true }).fill(CAROL);
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#incoming-connect", { hasText: "needs Google's consent" }).waitFor();
+  await shot(page, "incoming-not-connected");
+  // Saving answers on /incoming with the secret shown once; the server's own page is where
+  // its Test & Confirm form posts.
+  const serverPath = (await page.locator("form[action$='/confirm']").getAttribute("action")).replace(/\/confirm$/, "");
+
+  await page.getByRole("button", { name: "Connect your Gmail account" }).click();
+  await consentAtGoogle(page, shot, CAROL);
+  await page.locator("#incoming-badge", { hasText: "Gmail Token Valid" }).waitFor();
+  await page.getByText("Gmail account connected. Next: “Test & Confirm”.").waitFor();
+  assert.equal(new URL(page.url()).pathname, serverPath, "back on the incoming server's page");
+  assert.equal(await page.locator("#incoming-connect").count(), 0);
+  await shot(page, "incoming-connected");
+
+  await page.getByRole("button", { name: "Test & Confirm" }).click();
+  await page.getByText(/Connection Test Successful! INBOX holds 0 messages/).waitFor();
+  await page.locator("#incoming-state", { hasText: "Confirmed" }).waitFor();
+  await shot(page, "incoming-only-confirmed");
+  await page.goto(`${base}/servers`);
+  assert.ok(!(await page.content()).includes(CAROL), "no outgoing server was needed");
   await page.close();
 });
 

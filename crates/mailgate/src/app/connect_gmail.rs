@@ -9,7 +9,7 @@ use url::Url;
 
 use super::{App, AppError};
 use crate::crypto::{random_token, token_hash};
-use crate::domain::AuthMethod;
+use crate::domain::{AuthMethod, ConnectFor};
 use crate::google::{AuthorizeProbe, AuthorizeRequest, GoogleError, MAIL_SCOPE};
 use crate::store::{NewConnection, OauthState, StateLookup};
 
@@ -31,45 +31,45 @@ pub struct Callback {
 pub enum ConnectFailure {
     /// The `state` is not one mailgate can honour: the seed FAQ's "Forbidden", explained. The
     /// server is known when the attempt was this admin's own.
-    State(StateProblem, Option<i64>),
+    State(StateProblem, Option<ConnectFor>),
     /// Google's authorization endpoint refused the request outright: the admin would have landed
     /// on Google's own error page (the seed FAQ's "Desktop app" mistake shows up here).
     GoogleRefused {
-        server_id: i64,
+        target: ConnectFor,
         status: u16,
         code: Option<String>,
         url: String,
     },
     /// Google sent `error=...` instead of a code.
     Denied {
-        server_id: i64,
+        target: ConnectFor,
         username: String,
         error: String,
     },
     /// The code exchange failed.
     Token {
-        server_id: i64,
+        target: ConnectFor,
         error: GoogleError,
     },
     NoRefreshToken {
-        server_id: i64,
+        target: ConnectFor,
     },
     ScopeMissing {
-        server_id: i64,
+        target: ConnectFor,
         granted: String,
     },
     WrongAccount {
-        server_id: i64,
+        target: ConnectFor,
         authorized: String,
         expected: String,
     },
     Unverified {
-        server_id: i64,
+        target: ConnectFor,
         error: GoogleError,
     },
     ServerGone,
     NoCredentials {
-        server_id: i64,
+        target: ConnectFor,
     },
     App(AppError),
 }
@@ -105,7 +105,7 @@ pub struct Explanation {
     /// Google's own words, verbatim.
     pub google_said: Option<String>,
     /// The server to offer "Connect again" for.
-    pub server_id: Option<i64>,
+    pub again: Option<ConnectFor>,
     /// Google's page, for the admin who wants to see it anyway.
     pub google_url: Option<String>,
 }
@@ -147,26 +147,10 @@ impl App {
     /// mailgate explains the problem instead of sending the admin there.
     pub async fn start_gmail_connect(
         &self,
-        server_id: i64,
+        target: ConnectFor,
         admin_id: i64,
     ) -> Result<Url, ConnectFailure> {
-        let server = self
-            .store
-            .server(server_id)
-            .await?
-            .ok_or(AppError::NotFound("Outgoing mail server"))?;
-        if server.auth != AuthMethod::Gmail {
-            return Err(AppError::Refused(
-                "Only servers that authenticate with Gmail OAuth connect to Google.".into(),
-            )
-            .into());
-        }
-        let Some(username) = server.username else {
-            return Err(AppError::Refused(
-                "Please fill the \"Username\" field with your Gmail username (your email address) and save before connecting.".into(),
-            )
-            .into());
-        };
+        let username = self.account_to_connect(target).await?;
         let settings = self.google_settings().await?;
         let Some((client_id, _)) = settings.credentials() else {
             return Err(AppError::Refused(
@@ -188,7 +172,7 @@ impl App {
                 &self.sealer,
                 &token_hash(&nonce),
                 &OauthState {
-                    server_id,
+                    target,
                     admin_id,
                     verifier,
                 },
@@ -205,7 +189,7 @@ impl App {
         });
         match self.google.probe_authorize(&url).await {
             AuthorizeProbe::Refused { status, code } => Err(ConnectFailure::GoogleRefused {
-                server_id,
+                target,
                 status,
                 code,
                 url: url.to_string(),
@@ -220,7 +204,7 @@ impl App {
         &self,
         admin_id: i64,
         callback: &Callback,
-    ) -> Result<i64, ConnectFailure> {
+    ) -> Result<ConnectFor, ConnectFailure> {
         let Some(nonce) = callback.state.as_deref().filter(|s| !s.is_empty()) else {
             return Err(ConnectFailure::State(StateProblem::Missing, None));
         };
@@ -231,42 +215,41 @@ impl App {
         {
             StateLookup::Valid(state) => state,
             StateLookup::Unknown => return Err(ConnectFailure::State(StateProblem::Unknown, None)),
-            StateLookup::Expired { server_id } => {
-                return Err(ConnectFailure::State(
-                    StateProblem::Expired,
-                    Some(server_id),
-                ));
+            StateLookup::Expired { target } => {
+                return Err(ConnectFailure::State(StateProblem::Expired, Some(target)));
             }
-            StateLookup::Used { server_id } => {
-                return Err(ConnectFailure::State(StateProblem::Used, Some(server_id)));
+            StateLookup::Used { target } => {
+                return Err(ConnectFailure::State(StateProblem::Used, Some(target)));
             }
             StateLookup::Foreign => return Err(ConnectFailure::State(StateProblem::Foreign, None)),
         };
-        let server_id = state.server_id;
-        let server = self
-            .store
-            .server(server_id)
-            .await?
-            .filter(|s| s.auth == AuthMethod::Gmail)
-            .ok_or(ConnectFailure::ServerGone)?;
-        let username = server.username.unwrap_or_default();
+        let target = state.target;
+        // The server may have been deleted, or switched away from Gmail, while the admin was at
+        // Google.
+        let username = match self.account_to_connect(target).await {
+            Ok(username) => username,
+            Err(AppError::NotFound(_) | AppError::Refused(_)) => {
+                return Err(ConnectFailure::ServerGone);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(error) = &callback.error {
             return Err(ConnectFailure::Denied {
-                server_id,
+                target,
                 username,
                 error: error.clone(),
             });
         }
         let Some(code) = callback.code.as_deref() else {
             return Err(ConnectFailure::Denied {
-                server_id,
+                target,
                 username,
                 error: "no code in Google's answer".into(),
             });
         };
         let settings = self.google_settings().await?;
         let Some((client_id, secret)) = settings.credentials() else {
-            return Err(ConnectFailure::NoCredentials { server_id });
+            return Err(ConnectFailure::NoCredentials { target });
         };
         let tokens = self
             .google
@@ -278,13 +261,13 @@ impl App {
                 &state.verifier,
             )
             .await
-            .map_err(|error| ConnectFailure::Token { server_id, error })?;
+            .map_err(|error| ConnectFailure::Token { target, error })?;
         let Some(refresh_token) = &tokens.refresh_token else {
-            return Err(ConnectFailure::NoRefreshToken { server_id });
+            return Err(ConnectFailure::NoRefreshToken { target });
         };
         if !tokens.scope.split(' ').any(|s| s == MAIL_SCOPE) {
             return Err(ConnectFailure::ScopeMissing {
-                server_id,
+                target,
                 granted: tokens.scope.clone(),
             });
         }
@@ -292,18 +275,18 @@ impl App {
             .id_token
             .as_deref()
             .ok_or_else(|| ConnectFailure::Unverified {
-                server_id,
+                target,
                 error: GoogleError::IdToken("Google sent no id_token".into()),
             })?;
         let claims = self
             .google
             .verify_id_token(id_token, client_id, self.now())
             .await
-            .map_err(|error| ConnectFailure::Unverified { server_id, error })?;
+            .map_err(|error| ConnectFailure::Unverified { target, error })?;
         let authorized = claims.email.unwrap_or_default().to_ascii_lowercase();
         if claims.email_verified != Some(true) || authorized != username {
             return Err(ConnectFailure::WrongAccount {
-                server_id,
+                target,
                 authorized,
                 expected: username,
             });
@@ -324,37 +307,57 @@ impl App {
                 now,
             )
             .await?;
-        tracing::info!(account = %username, server = server_id, "Gmail account connected");
+        tracing::info!(account = %username, server = ?target, "Gmail account connected");
         // Messages held for want of this connection can go now, and incoming servers waiting
         // for it try again at once.
         self.release_held(Some(&username)).await?;
         self.connections_changed.send_modify(|n| *n += 1);
-        Ok(server_id)
+        Ok(target)
     }
 
     /// When this admin's last "Connect your Gmail account" for the server never came back (Google
     /// showed one of its own error pages, or the window was closed), the time it started.
     pub async fn unfinished_connect(
         &self,
-        server_id: i64,
+        target: ConnectFor,
         admin_id: i64,
     ) -> Result<Option<crate::clock::Timestamp>, AppError> {
-        let Some((started, answered)) =
-            self.store.latest_oauth_attempt(server_id, admin_id).await?
+        let Some((started, answered)) = self.store.latest_oauth_attempt(target, admin_id).await?
         else {
             return Ok(None);
         };
         if answered.is_some() || self.now() - started > UNFINISHED_NOTICE_SECS {
             return Ok(None);
         }
-        let username = self.store.server(server_id).await?.and_then(|s| s.username);
-        let connected_since = match username {
-            Some(email) => self.store.connection(&email).await?.map(|c| c.connected_at),
-            None => None,
+        let connected_since = match self.account_to_connect(target).await {
+            Ok(email) => self.store.connection(&email).await?.map(|c| c.connected_at),
+            Err(_) => None,
         };
         Ok(connected_since
             .is_none_or(|connected| connected < started)
             .then_some(started))
+    }
+
+    /// The Gmail address a "Connect your Gmail account" started from `target` is for.
+    async fn account_to_connect(&self, target: ConnectFor) -> Result<String, AppError> {
+        match target {
+            ConnectFor::Outgoing(id) => {
+                let server = self
+                    .store
+                    .server(id)
+                    .await?
+                    .ok_or(AppError::NotFound("Outgoing mail server"))?;
+                if server.auth != AuthMethod::Gmail {
+                    return Err(AppError::Refused(
+                        "Only servers that authenticate with Gmail OAuth connect to Google.".into(),
+                    ));
+                }
+                server.username.ok_or_else(|| AppError::Refused(
+                    "Please fill the \"Username\" field with your Gmail username (your email address) and save before connecting.".into(),
+                ))
+            }
+            ConnectFor::Incoming(id) => Ok(self.incoming_server(id).await?.username),
+        }
     }
 
     /// "Disconnect": revoke at Google, forget here. Returns a warning when Google could not be
@@ -386,9 +389,8 @@ impl App {
 
 impl ConnectFailure {
     pub fn explain(&self, redirect_uri: &str) -> Explanation {
-        let again = |server_id: i64| Some(server_id);
         match self {
-            ConnectFailure::State(problem, server_id) => {
+            ConnectFailure::State(problem, target) => {
                 let (title, what) = match problem {
                     StateProblem::Missing => (
                         "This page needs Google's answer",
@@ -420,12 +422,12 @@ impl ConnectFailure {
                         "(Flectra shows \"Forbidden\" here; nothing is wrong with your installation.)".into(),
                     ],
                     google_said: None,
-                    server_id: *server_id,
+                    again: *target,
                     google_url: None,
                 }
             }
             ConnectFailure::Denied {
-                server_id,
+                target,
                 username,
                 error,
             } if error == "access_denied" => Explanation {
@@ -440,22 +442,22 @@ impl ConnectFailure {
                     "Come back and click \"Connect your Gmail account\" again.".into(),
                 ],
                 google_said: Some(format!("error={error}")),
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
             ConnectFailure::Denied {
-                server_id, error, ..
+                target, error, ..
             } => Explanation {
                 status: 400,
                 title: format!("Google did not authorize the connection ({error})"),
                 what: "Google sent back an error instead of an authorization code.".into(),
                 fix: vec!["Click \"Connect your Gmail account\" again; if the error repeats, check the OAuth consent screen in the Google Cloud console.".into()],
                 google_said: Some(format!("error={error}")),
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
             ConnectFailure::GoogleRefused {
-                server_id,
+                target,
                 status,
                 code,
                 url,
@@ -478,11 +480,11 @@ impl ConnectFailure {
                     what: format!("{what} mailgate asked Google before sending you there, so you did not have to meet {shown} on Google's page."),
                     fix,
                     google_said: Some(shown),
-                    server_id: again(*server_id),
+                    again: Some(*target),
                     google_url: Some(url.clone()),
                 }
             }
-            ConnectFailure::Token { server_id, error } => {
+            ConnectFailure::Token { target, error } => {
                 let (title, what, fix) = error
                     .code()
                     .and_then(|c| cure(c, redirect_uri))
@@ -505,71 +507,76 @@ impl ConnectFailure {
                     what,
                     fix,
                     google_said: Some(error.to_string()),
-                    server_id: again(*server_id),
+                    again: Some(*target),
                     google_url: None,
                 }
             }
-            ConnectFailure::NoRefreshToken { server_id } => Explanation {
+            ConnectFailure::NoRefreshToken { target } => Explanation {
                 status: 400,
                 title: "Google sent no refresh token".into(),
                 what: "Without a refresh token mailgate could send for an hour at most.".into(),
                 fix: vec!["Remove mailgate's access at https://myaccount.google.com/permissions, then connect again.".into()],
                 google_said: None,
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
-            ConnectFailure::ScopeMissing { server_id, granted } => Explanation {
+            ConnectFailure::ScopeMissing { target, granted } => Explanation {
                 status: 400,
                 title: "Gmail access was not granted".into(),
                 what: "Google's consent page lets each permission be ticked separately, and the one for Gmail was left out.".into(),
                 fix: vec!["Connect again and tick \"Read, compose, send, and permanently delete all your email from Gmail\".".into()],
                 google_said: Some(format!("granted scope: {granted}")),
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
             ConnectFailure::WrongAccount {
-                server_id,
+                target,
                 authorized,
                 expected,
             } => Explanation {
                 status: 400,
                 title: "Another Google account was authorized".into(),
-                what: format!(
-                    "You authorized {authorized} but this server sends as {expected}. Nothing was saved: mail from {expected} cannot go out with {authorized}'s permission."
-                ),
+                what: match target {
+                    ConnectFor::Outgoing(_) => format!(
+                        "You authorized {authorized} but this server sends as {expected}. Nothing was saved: mail from {expected} cannot go out with {authorized}'s permission."
+                    ),
+                    ConnectFor::Incoming(_) => format!(
+                        "You authorized {authorized} but this server fetches {expected}'s mail. Nothing was saved: {expected}'s mailbox cannot be read with {authorized}'s permission."
+                    ),
+                },
                 fix: vec![
                     format!("Connect again and choose {expected} on Google's account chooser,"),
                     format!("or change this server's Username to {authorized}."),
                 ],
                 google_said: None,
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
-            ConnectFailure::Unverified { server_id, error } => Explanation {
+            ConnectFailure::Unverified { target, error } => Explanation {
                 status: 400,
                 title: "mailgate could not confirm which account consented".into(),
                 what: "Google's answer did not carry a valid identity token, so mailgate cannot tell which account granted access.".into(),
                 fix: vec!["Connect again. If it repeats, check the system clock and the Google endpoints in the configuration.".into()],
                 google_said: Some(error.to_string()),
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
             ConnectFailure::ServerGone => Explanation {
                 status: 404,
                 title: "The server no longer exists".into(),
-                what: "The outgoing mail server this connection was for was deleted, or no longer uses Gmail OAuth.".into(),
-                fix: vec!["Open Outgoing Mail Servers and start from the server you want to connect.".into()],
+                what: "The mail server this connection was for was deleted, or no longer uses Gmail OAuth.".into(),
+                fix: vec!["Open Outgoing Mail Servers or Incoming Mail Servers and start from the server you want to connect.".into()],
                 google_said: None,
-                server_id: None,
+                again: None,
                 google_url: None,
             },
-            ConnectFailure::NoCredentials { server_id } => Explanation {
+            ConnectFailure::NoCredentials { target } => Explanation {
                 status: 400,
                 title: "The Gmail Credentials are missing".into(),
                 what: "Settings has no Client ID or Client Secret any more.".into(),
                 fix: vec!["Setup your Gmail API credentials in the general settings, then connect again.".into()],
                 google_said: None,
-                server_id: again(*server_id),
+                again: Some(*target),
                 google_url: None,
             },
             ConnectFailure::App(e) => Explanation {
@@ -578,7 +585,7 @@ impl ConnectFailure {
                 what: e.to_string(),
                 fix: vec!["Try again; if it repeats, check mailgate's log.".into()],
                 google_said: None,
-                server_id: None,
+                again: None,
                 google_url: None,
             },
         }

@@ -4,6 +4,47 @@
 
 use crate::clock::Timestamp;
 
+/// The server whose page started "Connect your Gmail account". The consent belongs to the
+/// account and serves its outgoing and incoming servers alike; the admin comes back to the page
+/// they started from, and an incoming-only mailbox needs no outgoing server to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFor {
+    Outgoing(i64),
+    Incoming(i64),
+}
+
+impl ConnectFor {
+    /// The kind as stored beside the id.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ConnectFor::Outgoing(_) => "outgoing",
+            ConnectFor::Incoming(_) => "incoming",
+        }
+    }
+
+    pub fn id(self) -> i64 {
+        match self {
+            ConnectFor::Outgoing(id) | ConnectFor::Incoming(id) => id,
+        }
+    }
+
+    pub fn from_stored(kind: &str, id: i64) -> Option<Self> {
+        match kind {
+            "outgoing" => Some(ConnectFor::Outgoing(id)),
+            "incoming" => Some(ConnectFor::Incoming(id)),
+            _ => None,
+        }
+    }
+
+    /// The server's page in the admin app.
+    pub fn page(self) -> String {
+        match self {
+            ConnectFor::Outgoing(id) => format!("/servers/{id}"),
+            ConnectFor::Incoming(id) => format!("/incoming/{id}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionStatus {
     /// The last refresh or login succeeded.

@@ -9,7 +9,7 @@ pub mod message;
 pub mod outgoing;
 pub mod smtp_reply;
 
-pub use connection::{ConnectionStatus, GoogleConnection, TokenBadge};
+pub use connection::{ConnectFor, ConnectionStatus, GoogleConnection, TokenBadge};
 pub use email::EmailAddress;
 pub use mail_server::{
     AuthMethod, FieldErrors, FromPolicy, MailServer, Security, ServerDraft, ValidServer, route,

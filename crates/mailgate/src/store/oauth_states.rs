@@ -1,5 +1,6 @@
 //! The `state` of "Connect your Gmail account": a random nonce, kept here as a hash with who
-//! started the round trip, for which server, the PKCE verifier (sealed) and a ten-minute expiry.
+//! started the round trip, for which server (outgoing or incoming), the PKCE verifier (sealed)
+//! and a ten-minute expiry.
 
 use secrecy::SecretString;
 use sqlx::Row;
@@ -7,9 +8,10 @@ use sqlx::Row;
 use super::{Store, StoreError, opt_i64};
 use crate::clock::Timestamp;
 use crate::crypto::Sealer;
+use crate::domain::ConnectFor;
 
 pub struct OauthState {
-    pub server_id: i64,
+    pub target: ConnectFor,
     pub admin_id: i64,
     pub verifier: SecretString,
 }
@@ -19,10 +21,10 @@ pub enum StateLookup {
     Unknown,
     /// Expired or used: the server it was for, so the admin can start again from it.
     Expired {
-        server_id: i64,
+        target: ConnectFor,
     },
     Used {
-        server_id: i64,
+        target: ConnectFor,
     },
     /// Started by another admin (which server is not theirs to learn).
     Foreign,
@@ -46,11 +48,12 @@ impl Store {
             .execute(self.writes())
             .await?;
         sqlx::query(
-            "INSERT INTO oauth_states (nonce_hash, server_id, admin_id, verifier_sealed, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO oauth_states (nonce_hash, server_kind, server_id, admin_id, verifier_sealed, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(nonce_hash)
-        .bind(state.server_id)
+        .bind(state.target.kind())
+        .bind(state.target.id())
         .bind(state.admin_id)
         .bind(sealer.seal_secret(PURPOSE, &state.verifier))
         .bind(now)
@@ -63,14 +66,16 @@ impl Store {
     /// When this admin last started connecting this server, and whether Google's answer came back.
     pub async fn latest_oauth_attempt(
         &self,
-        server_id: i64,
+        target: ConnectFor,
         admin_id: i64,
     ) -> Result<Option<(Timestamp, Option<Timestamp>)>, StoreError> {
         let row = sqlx::query(
-            "SELECT created_at, used_at FROM oauth_states WHERE server_id = $1 AND admin_id = $2 \
+            "SELECT created_at, used_at FROM oauth_states \
+             WHERE server_kind = $1 AND server_id = $2 AND admin_id = $3 \
              ORDER BY created_at DESC LIMIT 1",
         )
-        .bind(server_id)
+        .bind(target.kind())
+        .bind(target.id())
         .bind(admin_id)
         .fetch_optional(self.pool())
         .await?;
@@ -88,7 +93,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<StateLookup, StoreError> {
         let row = sqlx::query(
-            "SELECT server_id, admin_id, verifier_sealed, expires_at, used_at FROM oauth_states WHERE nonce_hash = $1",
+            "SELECT server_kind, server_id, admin_id, verifier_sealed, expires_at, used_at \
+             FROM oauth_states WHERE nonce_hash = $1",
         )
         .bind(nonce_hash)
         .fetch_optional(self.pool())
@@ -96,15 +102,18 @@ impl Store {
         let Some(row) = row else {
             return Ok(StateLookup::Unknown);
         };
-        let server_id: i64 = row.try_get("server_id")?;
+        let kind: String = row.try_get("server_kind")?;
+        let Some(target) = ConnectFor::from_stored(&kind, row.try_get("server_id")?) else {
+            return Ok(StateLookup::Unknown);
+        };
         if row.try_get::<i64, _>("admin_id")? != admin_id {
             return Ok(StateLookup::Foreign);
         }
         if opt_i64(&row, "used_at")?.is_some() {
-            return Ok(StateLookup::Used { server_id });
+            return Ok(StateLookup::Used { target });
         }
         if row.try_get::<i64, _>("expires_at")? <= now {
-            return Ok(StateLookup::Expired { server_id });
+            return Ok(StateLookup::Expired { target });
         }
         let spent = sqlx::query(
             "UPDATE oauth_states SET used_at = $1 WHERE nonce_hash = $2 AND used_at IS NULL",
@@ -115,11 +124,11 @@ impl Store {
         .await?
         .rows_affected();
         if spent != 1 {
-            return Ok(StateLookup::Used { server_id });
+            return Ok(StateLookup::Used { target });
         }
         let sealed: Vec<u8> = row.try_get("verifier_sealed")?;
         Ok(StateLookup::Valid(OauthState {
-            server_id,
+            target,
             admin_id,
             verifier: sealer.open_secret(PURPOSE, &sealed)?,
         }))

@@ -64,6 +64,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/incoming/{id}/delete", post(pages::incoming::delete))
         .route("/incoming/{id}/confirm", post(pages::incoming::confirm))
+        .route(
+            "/incoming/{id}/connect",
+            post(pages::gmail::connect_incoming),
+        )
         .route("/incoming/{id}/fetch", post(pages::incoming::fetch))
         .route("/incoming/{id}/reset", post(pages::incoming::reset))
         .route("/incoming/{id}/secret", post(pages::incoming::secret))

@@ -291,6 +291,7 @@ pub struct ExpiryView {
 
 /// A "Connect your Gmail account" that never came back from Google.
 pub struct UnfinishedView {
+    pub username: String,
     pub when: String,
     pub redirect_uri: String,
 }
@@ -347,8 +348,6 @@ pub struct IncomingRow {
     /// The account's Google connection, in the seed's words.
     pub badge: &'static str,
     pub badge_css: &'static str,
-    /// The outgoing Gmail server whose "Connect your Gmail account" serves this account.
-    pub connect_via: Option<i64>,
     pub uid: i64,
     pub uidvalidity: Option<i64>,
 }
@@ -372,4 +371,5 @@ pub struct IncomingFormPage {
     pub secret: Option<String>,
     /// Where every incoming server connects: `imap.gmail.com:993`.
     pub imap_endpoint: String,
+    pub unfinished: Option<UnfinishedView>,
 }

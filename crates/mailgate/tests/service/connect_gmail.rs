@@ -271,9 +271,10 @@ async fn token_endpoint_errors_are_named_with_their_cure() {
 #[test]
 fn redirect_uri_mismatch_names_the_exact_uri_and_the_web_application_type() {
     use mailgate::app::connect_gmail::ConnectFailure;
+    use mailgate::domain::ConnectFor;
     use mailgate::google::GoogleError;
     let failure = ConnectFailure::Token {
-        server_id: 3,
+        target: ConnectFor::Outgoing(3),
         error: GoogleError::OAuth {
             status: 400,
             error: "redirect_uri_mismatch".into(),
@@ -292,7 +293,7 @@ fn redirect_uri_mismatch_names_the_exact_uri_and_the_web_application_type() {
             .iter()
             .any(|f| f.ends_with("add exactly: https://mail.example.com/google_gmail/confirm"))
     );
-    assert_eq!(e.server_id, Some(3));
+    assert_eq!(e.again, Some(ConnectFor::Outgoing(3)));
 }
 
 #[tokio::test]

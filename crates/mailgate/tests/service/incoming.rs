@@ -293,6 +293,91 @@ async fn a_revoked_token_says_reconnect_needed_and_reconnecting_resumes() {
     t.finish().await;
 }
 
+/// A mailbox that only receives: no outgoing server. "Connect your Gmail account" on the
+/// incoming server's own page goes to Google and back there; another account is refused, with
+/// "Connect again" on the same page; then Test & Confirm fetches.
+#[tokio::test]
+async fn an_incoming_only_mailbox_connects_from_its_own_page() {
+    let t = spawn(Db::Sqlite).await;
+    t.create_admin().await;
+    t.save_credentials().await;
+    // Bob is not a test user of the Testing app; a public app lets him reach the consent.
+    t.gsim
+        .world()
+        .patch_client(
+            CLIENT_ID,
+            gsim::ClientPatch {
+                publishing_status: Some(gsim::config::PublishingStatus::Production),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    mail(&t, 0, false);
+    let sink = Sink::start().await;
+    let id = incoming_server(&t, "Support", Some(&sink), false).await;
+    let connect = format!("action=\"/incoming/{id}/connect\"");
+    let page = t.visit(&format!("/incoming/{id}")).await;
+    assert!(
+        page.has(&connect) && page.has("Connect your Gmail account"),
+        "{}",
+        page.body
+    );
+
+    // A round trip that never came back (Google's window closed): the page says so.
+    start_connect(&t, id).await;
+    let page = t.visit(&format!("/incoming/{id}")).await;
+    assert!(
+        page.has("id=\"unfinished-connect\"") && page.has("did not come back from Google"),
+        "{}",
+        page.body
+    );
+
+    let back = t
+        .consent_at_google(&start_connect(&t, id).await, BOB, true)
+        .await;
+    let refused = t.get(&back).await;
+    assert_eq!(refused.status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(
+        refused.has(&format!(
+            "You authorized {BOB} but this server fetches {ALICE}&#39;s mail."
+        )),
+        "{}",
+        refused.body
+    );
+    assert!(refused.has(&connect), "Connect again comes back here");
+    assert!(t.app.store.connection(BOB).await.unwrap().is_none());
+
+    let back = t
+        .consent_at_google(&start_connect(&t, id).await, ALICE, true)
+        .await;
+    let done = t.get(&back).await;
+    assert_eq!(done.status, reqwest::StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location, Some(format!("/incoming/{id}")));
+    let page = t.visit(&format!("/incoming/{id}")).await;
+    assert!(
+        page.has("Gmail account connected. Next: “Test &#38; Confirm”.")
+            && page.has("Gmail Token Valid")
+            && !page.has("id=\"incoming-connect\""),
+        "{}",
+        page.body
+    );
+    assert!(t.app.store.list_servers().await.unwrap().is_empty());
+    let confirmed = t.submit(&format!("/incoming/{id}/confirm"), &[]).await;
+    assert_eq!(confirmed.status, reqwest::StatusCode::SEE_OTHER);
+    sink.wait_until(Duration::from_secs(20), "the first message", |seen| {
+        acknowledged(seen).contains_key("in 0")
+    })
+    .await;
+    t.finish().await;
+}
+
+/// Clicks "Connect your Gmail account" on an incoming server's page; returns Google's address.
+async fn start_connect(t: &TestApp, id: i64) -> String {
+    let page = t.submit(&format!("/incoming/{id}/connect"), &[]).await;
+    assert_eq!(page.status, reqwest::StatusCode::SEE_OTHER, "{}", page.body);
+    page.location.unwrap()
+}
+
 /// mailgate is killed (SIGKILL) with every message fetched and stored, 4 handed over and the
 /// 5th's webhook request under way: after a restart every message arrives, the 4 acknowledged
 /// ones not again.

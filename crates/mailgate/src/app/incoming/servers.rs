@@ -15,12 +15,10 @@ pub struct TestReport {
     pub messages: u32,
 }
 
-/// An incoming server with its account's Google connection, as the pages show it; and an
-/// outgoing Gmail server of the same account, whose "Connect your Gmail account" connects both.
+/// An incoming server with its account's Google connection, as the pages show it.
 pub struct IncomingSummary {
     pub server: IncomingServer,
     pub badge: crate::domain::TokenBadge,
-    pub connect_via: Option<i64>,
 }
 
 /// What "Fetch Now" did.
@@ -37,7 +35,6 @@ impl App {
     pub async fn incoming_summaries(&self) -> Result<Vec<IncomingSummary>, AppError> {
         let connections = self.store.connections().await?;
         let client_id = self.google_settings().await?.client_id;
-        let outgoing = self.store.list_servers().await?;
         Ok(self
             .store
             .incoming_servers()
@@ -47,13 +44,6 @@ impl App {
                 let connection = connections.iter().find(|c| c.email == server.username);
                 IncomingSummary {
                     badge: crate::domain::TokenBadge::of(connection, client_id.as_deref()),
-                    connect_via: outgoing
-                        .iter()
-                        .find(|o| {
-                            o.auth == crate::domain::AuthMethod::Gmail
-                                && o.username.as_deref() == Some(server.username.as_str())
-                        })
-                        .map(|o| o.id),
                     server,
                 }
             })

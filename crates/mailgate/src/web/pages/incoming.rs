@@ -13,11 +13,11 @@ use crate::app::admins::AdminSession;
 use crate::app::incoming::servers::{IncomingSummary, reveal};
 use crate::app::{App, AppError};
 use crate::clock::{format_utc, relative};
-use crate::domain::FieldErrors;
 use crate::domain::incoming::{IncomingDraft, IncomingServer};
+use crate::domain::{ConnectFor, FieldErrors};
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
-use crate::web::views::{Chrome, IncomingFormPage, IncomingListPage, IncomingRow};
+use crate::web::views::{Chrome, IncomingFormPage, IncomingListPage, IncomingRow, UnfinishedView};
 
 fn row(summary: &IncomingSummary, now: i64) -> IncomingRow {
     let s = &summary.server;
@@ -39,7 +39,6 @@ fn row(summary: &IncomingSummary, now: i64) -> IncomingRow {
         webhook: s.webhook_url.clone().unwrap_or_default(),
         badge: summary.badge.label(),
         badge_css: summary.badge.css(),
-        connect_via: summary.connect_via,
         uid: s.last_uid,
         uidvalidity: s.uidvalidity,
         status_at: s.status_at.map(format_utc),
@@ -113,6 +112,17 @@ async fn form_page(
             .map(|s| row(&s, now)),
         None => None,
     };
+    let unfinished = match &saved {
+        Some(row) => app
+            .unfinished_connect(ConnectFor::Incoming(row.id), admin.admin_id)
+            .await?
+            .map(|started| UnfinishedView {
+                username: row.username.clone(),
+                when: relative(started, now),
+                redirect_uri: app.config.redirect_uri(),
+            }),
+        None => None,
+    };
     Ok(IncomingFormPage {
         chrome: Chrome::admin(admin, "incoming", flash),
         id,
@@ -121,6 +131,7 @@ async fn form_page(
         saved,
         secret,
         imap_endpoint: app.config.gmail_imap.to_string(),
+        unfinished,
     })
 }
 
@@ -247,8 +258,10 @@ pub async fn confirm(
 ) -> Result<Response, WebError> {
     let flash = match app.test_and_confirm(id).await {
         Ok(report) => Flash::ok(format!(
-            "Connection Test Successful! {} holds {} messages; mailgate fetches it from now on (Confirmed).",
-            report.folder, report.messages
+            "Connection Test Successful! {} holds {} message{}; mailgate fetches it from now on (Confirmed).",
+            report.folder,
+            report.messages,
+            if report.messages == 1 { "" } else { "s" }
         )),
         Err(e) => Flash::warn(e),
     };

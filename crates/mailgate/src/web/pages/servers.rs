@@ -16,7 +16,9 @@ use crate::app::{App, AppError};
 use crate::clock::{format_utc, relative};
 use crate::domain::connection::EXPIRY_WARNING_SECS;
 use crate::domain::mail_server::gmail_security;
-use crate::domain::{AuthMethod, FieldErrors, FromPolicy, Security, ServerDraft, TokenBadge};
+use crate::domain::{
+    AuthMethod, ConnectFor, FieldErrors, FromPolicy, Security, ServerDraft, TokenBadge,
+};
 use crate::web::WebError;
 use crate::web::session::{Admin, Flash};
 use crate::web::views::{
@@ -69,7 +71,10 @@ async fn form_page(
     let settings = app.google_settings().await?;
     let now = app.now();
     let unfinished = match summary {
-        Some(s) => app.unfinished_connect(s.server.id, admin.admin_id).await?,
+        Some(s) => {
+            app.unfinished_connect(ConnectFor::Outgoing(s.server.id), admin.admin_id)
+                .await?
+        }
         None => None,
     };
     let gmail = summary.and_then(|s| {
@@ -115,6 +120,7 @@ async fn form_page(
                 .map(|(e, at)| format!("{e} ({})", relative(at, now))),
             connected: connection.is_some(),
             unfinished: unfinished.map(|started| UnfinishedView {
+                username: s.server.username.clone().unwrap_or_default(),
                 when: relative(started, now),
                 redirect_uri: app.config.redirect_uri(),
             }),
