@@ -11,7 +11,8 @@
 //!   fetcher uses, and nothing else: the ceiling the IMAP path allows;
 //! - catch-up: an Incoming Mail Server with a webhook is confirmed, `mailgate serve` starts, and
 //!   the clock runs from its ready line until the webhook has acknowledged all N (each stored
-//!   in the database first, then POSTed, signed, one after another in UID order);
+//!   in the database first, then POSTed, signed, one after another in UID order); the bench
+//!   also notes when the last was stored (a count read every 5 ms from its own connection);
 //! - live: L messages appended one at a time while mailgate waits in IDLE, each timed from
 //!   its arrival at gsim to the webhook's request.
 
@@ -157,6 +158,7 @@ impl Sink {
 
 struct Run {
     direct_per_sec: f64,
+    stored_per_sec: f64,
     catch_up_per_sec: f64,
     cpu_ms_per_message: f64,
     live_ms: Vec<f64>,
@@ -221,8 +223,14 @@ async fn run(backend: &str, o: &Options) -> anyhow::Result<Run> {
 
     let served = install.serve()?;
     let started = Instant::now();
+    let stored = tokio::spawn(all_stored(
+        install.env["MAILGATE_DATABASE_URL"].clone(),
+        o.messages,
+        started,
+    ));
     sink.wait_for(o.messages).await?;
     let catch_up = started.elapsed();
+    let stored = stored.await??;
     let cpu = served.cpu_seconds()?;
 
     let mut live_ms = Vec::with_capacity(o.live);
@@ -244,12 +252,30 @@ async fn run(backend: &str, o: &Options) -> anyhow::Result<Run> {
     #[allow(clippy::cast_precision_loss)]
     Ok(Run {
         direct_per_sec,
+        stored_per_sec: per_sec(o.messages, stored),
         catch_up_per_sec: per_sec(o.messages, catch_up),
         cpu_ms_per_message: cpu * 1000.0 / o.messages as f64,
         live_ms,
         peak_mib,
         repeated: requests.saturating_sub(total),
     })
+}
+
+/// When the database first held `n` incoming messages, counted from `started`.
+async fn all_stored(url: String, n: usize, started: Instant) -> anyhow::Result<Duration> {
+    let store = mailgate::store::Store::connect(&url).await?;
+    let n = i64::try_from(n)?;
+    loop {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_messages")
+            .fetch_one(store.pool())
+            .await?;
+        if count >= n {
+            let took = started.elapsed();
+            store.close().await;
+            return Ok(took);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
@@ -271,16 +297,17 @@ async fn main() -> anyhow::Result<()> {
         o.messages, o.live, o.runs
     );
     println!(
-        "| backend | run | direct read/s | catch-up to webhook/s | CPU ms/message | live median ms | live p95 ms | peak RSS MiB | repeated |"
+        "| backend | run | direct read/s | catch-up stored/s | catch-up to webhook/s | CPU ms/message | live median ms | live p95 ms | peak RSS MiB | repeated |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for backend in &o.backends {
         let mut runs = Vec::new();
         for r in 1..=o.runs {
             let run = run(backend, &o).await?;
             println!(
-                "| {backend} | {r} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
+                "| {backend} | {r} | {:.0} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
                 run.direct_per_sec,
+                run.stored_per_sec,
                 run.catch_up_per_sec,
                 run.cpu_ms_per_message,
                 median(run.live_ms.clone()),
@@ -292,8 +319,9 @@ async fn main() -> anyhow::Result<()> {
         }
         let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
         println!(
-            "| {backend} | **median** | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {backend} | **median** | {:.0} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
             m(&|r| r.direct_per_sec),
+            m(&|r| r.stored_per_sec),
             m(&|r| r.catch_up_per_sec),
             m(&|r| r.cpu_ms_per_message),
             m(&|r| median(r.live_ms.clone())),

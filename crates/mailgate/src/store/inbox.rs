@@ -1,11 +1,13 @@
 //! Mail fetched from incoming servers: stored, with its summary, before its UID counts as
 //! fetched; then handed to the webhook in order, every attempt recorded; read by the API.
 
+use secrecy::SecretString;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, opt_i64, opt_string};
 use crate::clock::Timestamp;
+use crate::crypto::Sealer;
 use crate::domain::incoming::Summary;
 
 /// A fetched message on its way to the database.
@@ -39,6 +41,13 @@ pub struct InboundRecord {
     pub webhook_next_at: Option<Timestamp>,
     pub webhook_at: Option<Timestamp>,
     pub webhook_error: Option<String>,
+}
+
+/// The oldest message waiting for the webhook, with what signs it.
+pub struct PendingWebhook {
+    pub message: InboundRecord,
+    pub raw: Vec<u8>,
+    pub secret: Option<SecretString>,
 }
 
 /// One webhook attempt, as the message's page lists it.
@@ -169,10 +178,15 @@ impl Store {
     /// messages go in the order they were stored, each only after the one before it.
     pub async fn next_webhook(
         &self,
+        sealer: &Sealer,
         server_id: i64,
-    ) -> Result<Option<(InboundRecord, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<PendingWebhook>, StoreError> {
+        // The server's secret comes in the same query: one round trip fewer per message, and a
+        // "New webhook secret" still signs the very next request.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, raw FROM inbox_messages WHERE server_id = $1 AND webhook = 'pending' ORDER BY id LIMIT 1"
+            "SELECT {COLUMNS}, raw, \
+             (SELECT webhook_secret_sealed FROM incoming_servers WHERE id = $1) AS webhook_secret_sealed \
+             FROM inbox_messages WHERE server_id = $1 AND webhook = 'pending' ORDER BY id LIMIT 1"
         )))
         .bind(server_id)
         .fetch_optional(self.pool())
@@ -180,8 +194,17 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let raw = super::opt_bytes(&row, "raw")?.unwrap_or_default();
-        Ok(Some((from_row(&row)?, raw)))
+        let secret = match super::opt_bytes(&row, "webhook_secret_sealed")? {
+            Some(sealed) => {
+                Some(sealer.open_secret(&super::incoming::secret_purpose(server_id), &sealed)?)
+            }
+            None => None,
+        };
+        Ok(Some(PendingWebhook {
+            message: from_row(&row)?,
+            raw: super::opt_bytes(&row, "raw")?.unwrap_or_default(),
+            secret,
+        }))
     }
 
     /// Records a webhook attempt; `delivered` when it answered 2xx, otherwise the message is

@@ -13,7 +13,7 @@ use crate::domain::incoming::{IncomingServer, IncomingStatus, ValidIncoming};
 const COLUMNS: &str = "id, name, username, folder, interval_secs, mark_seen, webhook_url, confirmed, \
      uidvalidity, last_uid, status, status_reason, status_at, last_fetch_at, updated_at";
 
-fn secret_purpose(id: i64) -> String {
+pub(super) fn secret_purpose(id: i64) -> String {
     format!("incoming_servers.webhook_secret:{id}")
 }
 
@@ -146,26 +146,6 @@ impl Store {
             .execute(self.writes())
             .await?;
         Ok(())
-    }
-
-    pub async fn webhook_secret(
-        &self,
-        sealer: &Sealer,
-        id: i64,
-    ) -> Result<Option<SecretString>, StoreError> {
-        let row = sqlx::query("SELECT webhook_secret_sealed FROM incoming_servers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(sealed) = row
-            .as_ref()
-            .map(|r| super::opt_bytes(r, "webhook_secret_sealed"))
-            .transpose()?
-            .flatten()
-        else {
-            return Ok(None);
-        };
-        Ok(Some(sealer.open_secret(&secret_purpose(id), &sealed)?))
     }
 
     pub async fn replace_webhook_secret(

@@ -29,7 +29,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use admins::{AdminRecord, SessionRecord};
 pub use api_keys::{ApiKeyRecord, KeyScope};
 pub use connections::{ConnectionRecord, NewConnection};
-pub use inbox::{InboundRecord, NewInbound, WebhookAttempt};
+pub use inbox::{InboundRecord, NewInbound, PendingWebhook, WebhookAttempt};
 pub use instances::{Heartbeat, InstanceRecord};
 pub use locks::SharedLock;
 pub use messages::{

@@ -177,16 +177,7 @@ async fn a_different_google_account_is_refused() {
     let t = spawn(Db::Sqlite).await;
     t.ready_to_connect().await;
     // Bob is not a test user of the Testing app; make the app public so Google lets Bob in.
-    t.gsim
-        .world()
-        .patch_client(
-            CLIENT_ID,
-            gsim::ClientPatch {
-                publishing_status: Some(gsim::config::PublishingStatus::Production),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    t.publish_client();
     let id = t
         .app
         .store

@@ -226,6 +226,37 @@ async fn a_uidvalidity_change_refetches_without_duplicates() {
     t.finish().await;
 }
 
+/// "New webhook secret": shown once on the page, and the very next request is signed with it.
+#[tokio::test]
+async fn a_new_webhook_secret_signs_the_next_request() {
+    let t = spawn(Db::Sqlite).await;
+    let sink = Sink::start().await;
+    mail(&t, 0, false);
+    let id = receiving(&t, &sink).await;
+    sink.wait_until(Duration::from_secs(20), "the first", |seen| {
+        acknowledged(seen).len() == 1
+    })
+    .await;
+    let page = t.submit(&format!("/incoming/{id}/secret"), &[]).await;
+    assert_eq!(page.status, reqwest::StatusCode::OK, "{}", page.body);
+    let secret = hidden_text(&page.body, "webhook-secret-value");
+    assert!(secret.starts_with("mgw_"));
+    sink.set_secret(&secret);
+    mail(&t, 1, false);
+    let seen = sink
+        .wait_until(Duration::from_secs(20), "the second", |seen| {
+            acknowledged(seen).contains_key("in 1")
+        })
+        .await;
+    let second = seen.iter().find(|d| d.subject() == "in 1").unwrap();
+    assert!(second.signature_ok, "signed with the new secret");
+    assert!(
+        !t.visit(&format!("/incoming/{id}")).await.has(&secret),
+        "shown once"
+    );
+    t.finish().await;
+}
+
 /// A revoked Google token: the incoming server says "Reconnect needed" (no traceback);
 /// reconnecting resumes from the last UID fetched, repeating nothing.
 #[tokio::test]
@@ -302,16 +333,7 @@ async fn an_incoming_only_mailbox_connects_from_its_own_page() {
     t.create_admin().await;
     t.save_credentials().await;
     // Bob is not a test user of the Testing app; a public app lets him reach the consent.
-    t.gsim
-        .world()
-        .patch_client(
-            CLIENT_ID,
-            gsim::ClientPatch {
-                publishing_status: Some(gsim::config::PublishingStatus::Production),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    t.publish_client();
     mail(&t, 0, false);
     let sink = Sink::start().await;
     let id = incoming_server(&t, "Support", Some(&sink), false).await;

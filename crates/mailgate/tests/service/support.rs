@@ -509,6 +509,21 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Publishes the OAuth client at gsim ("In production"), so accounts that are not test
+    /// users (Bob) reach Google's consent too.
+    pub fn publish_client(&self) {
+        self.gsim
+            .world()
+            .patch_client(
+                CLIENT_ID,
+                gsim::ClientPatch {
+                    publishing_status: Some(gsim::config::PublishingStatus::Production),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
     /// Connected and ready to send: admin, credentials, Alice's Gmail server, consent. Returns
     /// the server id.
     pub async fn sending_as_alice(&self) -> i64 {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::domain::incoming::{IncomingServer, Summary, webhook_backoff};
-use crate::store::{InboundRecord, WebhookAttempt};
+use crate::store::{InboundRecord, PendingWebhook, WebhookAttempt};
 
 /// How long the loop rests when nothing waits: messages stored by another instance's "Fetch
 /// Now" are found within this.
@@ -87,22 +87,25 @@ impl App {
         server: &IncomingServer,
         url: &str,
     ) -> Result<Next, crate::store::StoreError> {
-        let Some((message, raw)) = self.store.next_webhook(server.id).await? else {
+        let Some(PendingWebhook {
+            message,
+            raw,
+            secret,
+        }) = self.store.next_webhook(&self.sealer, server.id).await?
+        else {
             return Ok(Next::Nothing);
         };
         let now = self.now();
         if let Some(at) = message.webhook_next_at.filter(|at| *at > now) {
             return Ok(Next::Wait(at));
         }
-        let secret = self
-            .store
-            .webhook_secret(&self.sealer, server.id)
-            .await?
-            .map(|s| s.expose_secret().to_string())
-            .unwrap_or_default();
         let body = payload(server, &message, &raw);
         let started = Instant::now();
-        let signature = crate::crypto::webhook_signature(&secret, now, &body);
+        let signature = crate::crypto::webhook_signature(
+            secret.as_ref().map_or("", |s| s.expose_secret()),
+            now,
+            &body,
+        );
         let sent = self
             .webhooks
             .post(url)
