@@ -365,7 +365,11 @@ impl Session {
     async fn select(&mut self, tag: &str, args: &str, read_only: bool) -> io::Result<Flow> {
         self.selected = None;
         let name = match tokenize(args).as_deref() {
-            Some([token]) => token.text().map(canonical_mailbox),
+            // Labels are kept as people see them; the wire carries modified UTF-7.
+            Some([token]) => token
+                .text()
+                .and_then(super::mailbox_name::decode)
+                .map(|label| canonical_mailbox(&label)),
             _ => None,
         };
         let Some(name) = name else {
@@ -403,7 +407,8 @@ impl Session {
             exists,
         });
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
-        self.tagged(tag, &format!("OK [{mode}] {name} selected. (Success)"))
+        let wire = super::mailbox_name::encode(&name);
+        self.tagged(tag, &format!("OK [{mode}] {wire} selected. (Success)"))
             .await
     }
 
@@ -417,7 +422,8 @@ impl Session {
         });
         let mut out = String::new();
         for name in names {
-            out.push_str(&format!("* LIST (\\HasNoChildren) \"/\" \"{name}\"\r\n"));
+            let wire = super::mailbox_name::encode(&name);
+            out.push_str(&format!("* LIST (\\HasNoChildren) \"/\" \"{wire}\"\r\n"));
         }
         self.send(&out).await?;
         self.tagged(tag, "OK Success").await

@@ -172,11 +172,6 @@ fn folder_problem(folder: &str) -> Option<String> {
     if folder.chars().count() > 200 {
         return Some("Keep the folder name under 200 characters.".into());
     }
-    if !folder.is_ascii() {
-        return Some(format!(
-            "`{folder}`: folders whose names are not plain ASCII are not supported yet; use a label without accents or symbols."
-        ));
-    }
     if folder
         .chars()
         .any(|c| c.is_ascii_control() || c == '"' || c == '\\')

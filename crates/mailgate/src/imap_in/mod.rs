@@ -1,6 +1,6 @@
 //! Incoming IMAP, the transport half: dial TCP, the verified TLS handshake, and async-imap's
 //! client on the stream; then what the fetcher asks of a session: XOAUTH2, SELECT, the UIDs past
-//! a point, the messages, `\Seen`, IDLE. Every step is generic over the stream (tests play
+//! a point, the messages, `\Seen`, IDLE; folder names in IMAP's modified UTF-7. Every step is generic over the stream (tests play
 //! Gmail's bytes from a script) and bounded in time. What a failure means for the incoming
 //! server's status is decided in `domain/incoming.rs`.
 
@@ -194,6 +194,52 @@ where
     .await
 }
 
+/// A folder name as IMAP carries it (RFC 3501 §5.1.3, "modified UTF-7"): printable ASCII as it
+/// is but `&` as `&-`; every other run of characters as `&`, the base64 of its UTF-16BE with `,`
+/// for `/` and no padding, and `-`. Gmail shows the labels decoded ("Aufträge" travels as
+/// `Auftr&AOQ-ge`).
+pub fn mailbox_name(folder: &str) -> String {
+    use base64::Engine;
+    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+    const ALPHABET: base64::alphabet::Alphabet = match base64::alphabet::Alphabet::new(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,",
+    ) {
+        Ok(alphabet) => alphabet,
+        Err(_) => panic!("the modified base64 alphabet"),
+    };
+    const MODIFIED_BASE64: GeneralPurpose = GeneralPurpose::new(
+        &ALPHABET,
+        GeneralPurposeConfig::new().with_encode_padding(false),
+    );
+    fn close(run: &mut Vec<u8>, out: &mut String) {
+        if !run.is_empty() {
+            out.push('&');
+            out.push_str(&MODIFIED_BASE64.encode(&run));
+            out.push('-');
+            run.clear();
+        }
+    }
+    let mut out = String::with_capacity(folder.len());
+    // The UTF-16BE bytes of the run of characters under way that are not printable ASCII.
+    let mut run = Vec::new();
+    for c in folder.chars() {
+        if (' '..='~').contains(&c) {
+            close(&mut run, &mut out);
+            if c == '&' {
+                out.push_str("&-");
+            } else {
+                out.push(c);
+            }
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                run.extend_from_slice(&unit.to_be_bytes());
+            }
+        }
+    }
+    close(&mut run, &mut out);
+    out
+}
+
 /// SELECT (read-write: \Seen may be set later).
 pub async fn select<S>(
     session: &mut Session<S>,
@@ -205,7 +251,7 @@ where
 {
     within(limit, "SELECT", async {
         let mailbox = session
-            .select(folder)
+            .select(mailbox_name(folder))
             .await
             .map_err(|e| ImapError::from_imap("SELECT", e))?;
         let uidvalidity = mailbox
@@ -488,6 +534,48 @@ mod tests {
         assert_eq!(
             sent,
             b"user=alice@gmail.com\x01auth=Bearer ya29.token\x01\x01"
+        );
+    }
+
+    #[test]
+    fn folder_names_travel_in_modified_utf7() {
+        // RFC 3501 §5.1.3's own example, then Gmail labels people use.
+        assert_eq!(
+            mailbox_name("~peter/mail/台北/日本語"),
+            "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+        );
+        assert_eq!(mailbox_name("Aufträge"), "Auftr&AOQ-ge");
+        assert_eq!(
+            mailbox_name("[Gmail]/Отправленные"),
+            "[Gmail]/&BB4EQgQ,BEAEMAQyBDsENQQ9BD0ESwQ1-"
+        );
+        assert_eq!(mailbox_name("Q&A"), "Q&-A");
+        assert_eq!(mailbox_name("INBOX"), "INBOX");
+        // Outside the BMP: a surrogate pair in one run.
+        assert_eq!(mailbox_name("📬 Orders"), "&2D3c7A- Orders");
+    }
+
+    #[tokio::test]
+    async fn a_non_ascii_folder_is_selected_by_its_encoded_name() {
+        let (stream, gmail) = gmail(vec![
+            ("AUTHENTICATE XOAUTH2", "+ \r\n".into()),
+            ("", "{tag} OK Success\r\n".into()),
+            (
+                "SELECT \"Auftr&AOQ-ge\"",
+                "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid.\r\n* OK [UIDNEXT 1] Predicted next UID.\r\n{tag} OK [READ-WRITE] Auftr&AOQ-ge selected. (Success)\r\n".into(),
+            ),
+        ]);
+        let mut session = login(stream, "alice@gmail.com", &token(), LIMIT)
+            .await
+            .unwrap();
+        let folder = select(&mut session, "Aufträge", LIMIT).await.unwrap();
+        assert_eq!(folder.uidvalidity, 7);
+        assert!(
+            gmail
+                .await
+                .unwrap()
+                .iter()
+                .any(|l| l.ends_with("SELECT \"Auftr&AOQ-ge\""))
         );
     }
 

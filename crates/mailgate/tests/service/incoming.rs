@@ -257,6 +257,43 @@ async fn a_new_webhook_secret_signs_the_next_request() {
     t.finish().await;
 }
 
+/// A Gmail label with letters beyond ASCII ("Aufträge") is read like INBOX: its name travels in
+/// IMAP's modified UTF-7, and the message arrives with the label as people see it.
+#[tokio::test]
+async fn a_label_with_accents_is_fetched() {
+    let t = spawn(Db::Sqlite).await;
+    let sink = Sink::start().await;
+    t.sending_as_alice().await;
+    let raw = format!(
+        "From: <{BOB}>\r\nTo: {ALICE}\r\nSubject: Bestellung 1\r\nMessage-ID: <b1@example.com>\r\n\r\nbitte\r\n"
+    );
+    t.gsim
+        .world()
+        .append_message(ALICE, "Aufträge", raw.into_bytes(), BTreeSet::new())
+        .unwrap();
+    let (id, secret) = t
+        .app
+        .create_incoming(&mailgate::domain::incoming::IncomingDraft {
+            name: "Orders".into(),
+            username: ALICE.into(),
+            folder: "Aufträge".into(),
+            webhook_url: sink.url.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    sink.set_secret(secret.expose_secret());
+    let report = t.app.test_and_confirm(id).await.unwrap();
+    assert_eq!((report.folder.as_str(), report.messages), ("Aufträge", 1));
+    let seen = sink
+        .wait_until(Duration::from_secs(20), "the order", |seen| {
+            acknowledged(seen).contains_key("Bestellung 1")
+        })
+        .await;
+    assert_eq!(seen[0].json["folder"], "Aufträge");
+    t.finish().await;
+}
+
 /// A revoked Google token: the incoming server says "Reconnect needed" (no traceback);
 /// reconnecting resumes from the last UID fetched, repeating nothing.
 #[tokio::test]
