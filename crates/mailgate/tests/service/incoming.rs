@@ -60,6 +60,18 @@ pub async fn receiving(t: &TestApp, sink: &Sink) -> i64 {
     id
 }
 
+/// One message in the INBOX, `receiving`, and the webhook has acknowledged it. Returns the
+/// server's id.
+async fn first_message_handed_over(t: &TestApp, sink: &Sink) -> i64 {
+    mail(t, 0, false);
+    let id = receiving(t, sink).await;
+    sink.wait_until(Duration::from_secs(20), "the first", |seen| {
+        acknowledged(seen).len() == 1
+    })
+    .await;
+    id
+}
+
 /// How many times each subject reached the webhook and was answered 2xx.
 fn acknowledged(seen: &[Delivery]) -> BTreeMap<String, usize> {
     let mut count = BTreeMap::new();
@@ -231,12 +243,7 @@ async fn a_uidvalidity_change_refetches_without_duplicates() {
 async fn a_new_webhook_secret_signs_the_next_request() {
     let t = spawn(Db::Sqlite).await;
     let sink = Sink::start().await;
-    mail(&t, 0, false);
-    let id = receiving(&t, &sink).await;
-    sink.wait_until(Duration::from_secs(20), "the first", |seen| {
-        acknowledged(seen).len() == 1
-    })
-    .await;
+    let id = first_message_handed_over(&t, &sink).await;
     let page = t.submit(&format!("/incoming/{id}/secret"), &[]).await;
     assert_eq!(page.status, reqwest::StatusCode::OK, "{}", page.body);
     let secret = hidden_text(&page.body, "webhook-secret-value");
@@ -300,12 +307,7 @@ async fn a_label_with_accents_is_fetched() {
 async fn a_revoked_token_says_reconnect_needed_and_reconnecting_resumes() {
     let t = spawn(Db::Sqlite).await;
     let sink = Sink::start().await;
-    mail(&t, 0, false);
-    let server = receiving(&t, &sink).await;
-    sink.wait_until(Duration::from_secs(20), "the first", |seen| {
-        acknowledged(seen).len() == 1
-    })
-    .await;
+    let server = first_message_handed_over(&t, &sink).await;
     let refresh = t.refresh_token_at_google(ALICE);
     t.gsim.world().revoke_token(&refresh).unwrap();
     // Gmail ends idle sessions after 200 ms from now on: new mail ends the IDLE under way, the
@@ -862,12 +864,7 @@ async fn without_idle_the_folder_is_polled() {
         ..Default::default()
     });
     let sink = Sink::start().await;
-    mail(&t, 0, false);
-    let id = receiving(&t, &sink).await;
-    sink.wait_until(Duration::from_secs(20), "the first", |seen| {
-        acknowledged(seen).len() == 1
-    })
-    .await;
+    let id = first_message_handed_over(&t, &sink).await;
     // A second between polls (the form's unit is the minute): the worker restarts with it.
     sqlx::query(
         "UPDATE incoming_servers SET interval_secs = 1, updated_at = updated_at + 1 WHERE id = $1",
