@@ -360,16 +360,15 @@ impl App {
         }
     }
 
-    /// "Disconnect": revoke at Google, forget here. Returns a warning when Google could not be
-    /// told (the token is forgotten anyway).
-    pub async fn disconnect_gmail(&self, server_id: i64) -> Result<Option<String>, AppError> {
-        let server = self
-            .store
-            .server(server_id)
-            .await?
-            .ok_or(AppError::NotFound("Outgoing mail server"))?;
-        let Some(email) = server.username else {
-            return Ok(None);
+    /// "Disconnect": revoke at Google, forget here. The connection is the account's: every
+    /// server of the account, outgoing and incoming, is disconnected with it. Returns a warning
+    /// when Google could not be told (the token is forgotten anyway).
+    pub async fn disconnect_gmail(&self, target: ConnectFor) -> Result<Option<String>, AppError> {
+        let email = match self.account_to_connect(target).await {
+            Ok(email) => email,
+            // Not a Gmail server, or no Username yet: nothing is connected.
+            Err(AppError::Refused(_)) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let Some(record) = self.store.connection_secrets(&self.sealer, &email).await? else {
             return Ok(None);
@@ -383,6 +382,8 @@ impl App {
             )),
         };
         self.store.delete_connection(&email).await?;
+        // Incoming servers of the account stop at their next login, with the reason shown.
+        self.connections_changed.send_modify(|n| *n += 1);
         Ok(warning)
     }
 }

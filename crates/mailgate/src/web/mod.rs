@@ -68,6 +68,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/incoming/{id}/connect",
             post(pages::gmail::connect_incoming),
         )
+        .route(
+            "/incoming/{id}/disconnect",
+            post(pages::gmail::disconnect_incoming),
+        )
         .route("/incoming/{id}/fetch", post(pages::incoming::fetch))
         .route("/incoming/{id}/reset", post(pages::incoming::reset))
         .route("/incoming/{id}/secret", post(pages::incoming::secret))

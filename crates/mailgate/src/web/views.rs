@@ -348,6 +348,8 @@ pub struct IncomingRow {
     /// The account's Google connection, in the seed's words.
     pub badge: &'static str,
     pub badge_css: &'static str,
+    /// The account has a Google connection (valid or not) that "Disconnect" would forget.
+    pub connected: bool,
     pub uid: i64,
     pub uidvalidity: Option<i64>,
 }

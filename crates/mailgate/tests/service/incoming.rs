@@ -365,7 +365,7 @@ async fn a_revoked_token_says_reconnect_needed_and_reconnecting_resumes() {
 
 /// A mailbox that only receives: no outgoing server. "Connect your Gmail account" on the
 /// incoming server's own page goes to Google and back there; another account is refused, with
-/// "Connect again" on the same page; then Test & Confirm fetches.
+/// "Connect again" on the same page; then Test & Confirm fetches, and "Disconnect" is there too.
 #[tokio::test]
 async fn an_incoming_only_mailbox_connects_from_its_own_page() {
     let t = spawn(Db::Sqlite).await;
@@ -429,6 +429,23 @@ async fn an_incoming_only_mailbox_connects_from_its_own_page() {
         acknowledged(seen).contains_key("in 0")
     })
     .await;
+
+    // "Disconnect" here too: revoked at Google, forgotten here.
+    let refresh = t.refresh_token_at_google(ALICE);
+    let page = t.submit(&format!("/incoming/{id}/disconnect"), &[]).await;
+    assert_eq!(page.status, reqwest::StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location, Some(format!("/incoming/{id}")));
+    let info = t.gsim.world().refresh_tokens(Some(ALICE));
+    assert!(!info.iter().find(|i| i.token == refresh).unwrap().live);
+    assert!(t.app.store.connection(ALICE).await.unwrap().is_none());
+    let page = t.visit(&format!("/incoming/{id}")).await;
+    assert!(
+        page.has("Disconnected: the token was revoked at Google")
+            && page.has("Not connected")
+            && page.has("id=\"incoming-connect\""),
+        "{}",
+        page.body
+    );
     t.finish().await;
 }
 

@@ -100,14 +100,32 @@ pub async fn confirm(
     }
 }
 
+/// "Disconnect" on an outgoing server's page.
 pub async fn disconnect(
     State(app): State<Arc<App>>,
     Admin(_): Admin,
     Path(id): Path<i64>,
 ) -> Result<Response, WebError> {
-    let flash = match app.disconnect_gmail(id).await? {
+    forget(&app, ConnectFor::Outgoing(id)).await
+}
+
+/// "Disconnect" on an incoming server's page.
+pub async fn disconnect_incoming(
+    State(app): State<Arc<App>>,
+    Admin(_): Admin,
+    Path(id): Path<i64>,
+) -> Result<Response, WebError> {
+    forget(&app, ConnectFor::Incoming(id)).await
+}
+
+async fn forget(app: &App, target: ConnectFor) -> Result<Response, WebError> {
+    let flash = match app.disconnect_gmail(target).await? {
         None => Flash::ok("Disconnected: the token was revoked at Google and deleted here."),
         Some(warning) => Flash::warn(warning),
     };
-    Ok(redirect_with(&app, &format!("/servers/{id}#gmail"), flash))
+    let back = match target {
+        ConnectFor::Outgoing(_) => format!("{}#gmail", target.page()),
+        ConnectFor::Incoming(_) => target.page(),
+    };
+    Ok(redirect_with(app, &back, flash))
 }

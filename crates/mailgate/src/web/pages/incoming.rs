@@ -39,6 +39,7 @@ fn row(summary: &IncomingSummary, now: i64) -> IncomingRow {
         webhook: s.webhook_url.clone().unwrap_or_default(),
         badge: summary.badge.label(),
         badge_css: summary.badge.css(),
+        connected: summary.badge != crate::domain::TokenBadge::NotConnected,
         uid: s.last_uid,
         uidvalidity: s.uidvalidity,
         status_at: s.status_at.map(format_utc),
