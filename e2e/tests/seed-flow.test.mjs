@@ -137,6 +137,10 @@ test("a mailbox that only receives: Connect your Gmail account on its Incoming M
   await page.getByText(/Connection Test Successful! INBOX holds 0 messages/).waitFor();
   await page.locator("#incoming-state", { hasText: "Confirmed" }).waitFor();
   await shot(page, "incoming-only-confirmed");
+  await page.getByRole("button", { name: "Disconnect" }).click();
+  await page.getByText("Disconnected: the token was revoked at Google and deleted here.").waitFor();
+  await page.locator("#incoming-badge", { hasText: "Not connected" }).waitFor();
+  await shot(page, "incoming-only-disconnected");
   await page.goto(`${base}/servers`);
   assert.ok(!(await page.content()).includes(CAROL), "no outgoing server was needed");
   await page.close();

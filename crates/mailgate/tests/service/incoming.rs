@@ -438,6 +438,24 @@ async fn an_incoming_only_mailbox_connects_from_its_own_page() {
     let info = t.gsim.world().refresh_tokens(Some(ALICE));
     assert!(!info.iter().find(|i| i.token == refresh).unwrap().live);
     assert!(t.app.store.connection(ALICE).await.unwrap().is_none());
+    // Its fetcher stops at once, and says why.
+    let mut progress = t.app.inbox_progress.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let server = t.app.incoming_server(id).await.unwrap();
+        if server.status.code() != "ok" {
+            break server.status;
+        }
+        tokio::time::timeout_at(deadline, progress.changed())
+            .await
+            .expect("the fetcher stops")
+            .unwrap();
+    };
+    assert!(
+        status.label().contains("not connected"),
+        "{}",
+        status.label()
+    );
     let page = t.visit(&format!("/incoming/{id}")).await;
     assert!(
         page.has("Disconnected: the token was revoked at Google")

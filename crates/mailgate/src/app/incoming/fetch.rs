@@ -291,6 +291,10 @@ impl App {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), FetchError> {
         let limit = self.imap.command_timeout;
+        // A Google account connected or disconnected (here): the session ends and the next
+        // login says whether this account still has its connection. Disconnect thus stops the
+        // fetcher at once; other accounts' fetchers log in again once, which costs little.
+        let mut accounts = self.connections_changed.subscribe();
         let offers_idle = session
             .capabilities()
             .await
@@ -316,16 +320,20 @@ impl App {
                 let every = Duration::from_secs(u64::try_from(server.interval_secs).unwrap_or(300));
                 tokio::select! {
                     _ = tokio::time::sleep(every.min(token_left)) => continue,
-                    _ = stop.changed() => {
-                        imap_in::logout(session, limit).await;
-                        return Ok(());
-                    }
+                    _ = stop.changed() => {}
+                    _ = accounts.changed() => {}
                 }
+                imap_in::logout(session, limit).await;
+                return Ok(());
             }
             let asked = {
                 let mut stop = stop.clone();
+                let mut accounts = accounts.clone();
                 async move {
-                    let _ = stop.changed().await;
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = accounts.changed() => {}
+                    }
                 }
             };
             let (idled, woken) =
