@@ -430,7 +430,12 @@ async fn an_incoming_only_mailbox_connects_from_its_own_page() {
     })
     .await;
 
-    // "Disconnect" here too: revoked at Google, forgotten here.
+    // "Disconnect" here too: revoked at Google, forgotten here. The page says what it reaches.
+    assert!(
+        t.visit(&format!("/incoming/{id}"))
+            .await
+            .has("every server of this account, outgoing and incoming, stops")
+    );
     let refresh = t.refresh_token_at_google(ALICE);
     let page = t.submit(&format!("/incoming/{id}/disconnect"), &[]).await;
     assert_eq!(page.status, reqwest::StatusCode::SEE_OTHER, "{}", page.body);
@@ -747,7 +752,11 @@ async fn the_incoming_pages_create_confirm_and_fetch() {
     );
     t.submit(&format!("/incoming/{id}/fetch"), &[]).await;
     let page = t.visit(&format!("/incoming/{id}")).await;
-    assert!(page.has("Fetched"), "{}", page.body);
+    assert!(
+        page.has("Fetched") && page.has("stored up to UID 1 (UIDVALIDITY"),
+        "{}",
+        page.body
+    );
     let list = t.visit("/incoming").await;
     assert!(list.has("Incoming Mail Servers") && list.has("Support") && list.has("API only"));
     let emails = t.visit("/emails?direction=incoming").await;
