@@ -311,7 +311,7 @@ impl App {
         // Messages held for want of this connection can go now, and incoming servers waiting
         // for it try again at once.
         self.release_held(Some(&username)).await?;
-        self.connections_changed.send_modify(|n| *n += 1);
+        self.connections_changed_here().await;
         Ok(target)
     }
 
@@ -382,9 +382,35 @@ impl App {
             )),
         };
         self.store.delete_connection(&email).await?;
-        // Incoming servers of the account stop at their next login, with the reason shown.
-        self.connections_changed.send_modify(|n| *n += 1);
+        // Incoming servers of the account stop now, with the reason shown.
+        self.connections_changed_here().await;
         Ok(warning)
+    }
+
+    /// A connection was made or removed here: this instance's fetchers hear it at once, and
+    /// the next look at the shared table does not count it again.
+    async fn connections_changed_here(&self) {
+        if let Ok(seen) = self.store.connections_fingerprint().await
+            && let Ok(mut last) = self.connections_seen.lock()
+        {
+            *last = Some(seen);
+        }
+        self.connections_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Called with every heartbeat: a connection made or removed on another instance reaches
+    /// this one's fetchers within a beat (an IMAP session would otherwise carry on with a
+    /// disconnected account, or a fetcher wait out its backoff after a reconnect elsewhere).
+    pub async fn notice_connection_changes(&self) -> Result<(), AppError> {
+        let seen = self.store.connections_fingerprint().await?;
+        let changed = match self.connections_seen.lock() {
+            Ok(mut last) => last.replace(seen).is_some_and(|before| before != seen),
+            Err(_) => false,
+        };
+        if changed {
+            self.connections_changed.send_modify(|n| *n += 1);
+        }
+        Ok(())
     }
 }
 

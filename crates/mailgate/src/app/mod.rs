@@ -53,8 +53,11 @@ pub struct App {
     pub passes: tokio::sync::watch::Sender<u64>,
     /// Rung when incoming servers change, so their fetchers start or stop at once.
     pub incoming_changed: tokio::sync::Notify,
-    /// Counts Google connections made (or made again), so fetchers waiting for one retry.
+    /// Counts Google connections made, made again or removed, here or on another instance, so
+    /// incoming fetchers start a fresh session (`connect_gmail.rs`).
     pub connections_changed: tokio::sync::watch::Sender<u64>,
+    /// The connections as this instance last saw them (`Store::connections_fingerprint`).
+    connections_seen: std::sync::Mutex<Option<(i64, i64)>>,
     /// Counts fetch passes that stored mail, and webhook deliveries, for whoever waits on
     /// incoming mail (tests, `mailgate incoming fetch`).
     pub inbox_progress: tokio::sync::watch::Sender<u64>,
@@ -156,6 +159,7 @@ impl App {
             passes: tokio::sync::watch::channel(0).0,
             incoming_changed: tokio::sync::Notify::new(),
             connections_changed: tokio::sync::watch::channel(0).0,
+            connections_seen: std::sync::Mutex::new(None),
             inbox_progress: tokio::sync::watch::channel(0).0,
             tokens: tokens::RefreshLocks::default(),
             sign_in_limits: sign_in_limits::SignInLimits::default(),

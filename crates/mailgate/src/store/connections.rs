@@ -85,6 +85,17 @@ impl Store {
         Ok(row.as_ref().map(connection_from_row).transpose()?)
     }
 
+    /// How many accounts are connected and when the newest connection was made: it moves
+    /// whenever any instance connects or disconnects an account.
+    pub async fn connections_fingerprint(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS accounts, COALESCE(MAX(connected_at), 0) AS newest FROM google_connections",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.try_get("accounts")?, row.try_get("newest")?))
+    }
+
     pub async fn connections(&self) -> Result<Vec<GoogleConnection>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",

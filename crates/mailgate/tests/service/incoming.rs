@@ -608,6 +608,44 @@ async fn two_instances_hand_each_message_over_once() {
     t.finish().await;
 }
 
+/// Two instances on PostgreSQL: "Disconnect" on the one that does not fetch ends the other's
+/// IMAP session within a heartbeat (3 s), not at its renewal 25 minutes later.
+#[tokio::test]
+async fn a_disconnect_on_another_instance_stops_the_fetcher() {
+    let t = spawn(Db::Postgres).await;
+    let sink = Sink::start().await;
+    let server = first_message_handed_over(&t, &sink).await;
+    let other = t.another_instance().await;
+    let outgoing = t.app.store.list_servers().await.unwrap()[0].id;
+    assert_eq!(
+        other
+            .app
+            .disconnect_gmail(mailgate::domain::ConnectFor::Outgoing(outgoing))
+            .await
+            .unwrap(),
+        None
+    );
+    let mut progress = t.app.inbox_progress.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let server = t.app.incoming_server(server).await.unwrap();
+        if server.status.code() != "ok" {
+            break server.status;
+        }
+        tokio::time::timeout_at(deadline, progress.changed())
+            .await
+            .expect("the fetching instance learns of the disconnect")
+            .unwrap();
+    };
+    assert!(
+        status.label().contains("not connected"),
+        "{}",
+        status.label()
+    );
+    other.stop().await;
+    t.finish().await;
+}
+
 /// Without a webhook the mail waits for the API: pages oldest first with a cursor, each
 /// message's fields, its raw bytes as Gmail holds them; for admin keys only.
 #[tokio::test]

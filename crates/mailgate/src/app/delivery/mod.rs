@@ -363,6 +363,9 @@ impl Dispatcher {
             }
             Err(e) => tracing::error!("heartbeat: {e}"),
         }
+        if let Err(e) = self.app.notice_connection_changes().await {
+            tracing::warn!("cannot look at the Google connections: {e}");
+        }
     }
 
     /// Every [`TIDY_EVERY`]: closes sessions idle past reuse and gives back reserved sends that

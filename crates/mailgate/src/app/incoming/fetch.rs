@@ -291,9 +291,10 @@ impl App {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), FetchError> {
         let limit = self.imap.command_timeout;
-        // A Google account connected or disconnected (here): the session ends and the next
-        // login says whether this account still has its connection. Disconnect thus stops the
-        // fetcher at once; other accounts' fetchers log in again once, which costs little.
+        // A Google account connected or disconnected, here or (within a heartbeat) on another
+        // instance: the session ends and the next login says whether this account still has
+        // its connection. Disconnect thus stops the fetcher at once; other accounts' fetchers
+        // log in again once, which costs little.
         let mut accounts = self.connections_changed.subscribe();
         let offers_idle = session
             .capabilities()
