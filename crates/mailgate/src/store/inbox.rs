@@ -106,6 +106,14 @@ impl Store {
             return Ok(0);
         };
         let mut tx = self.write_transaction().await?;
+        // One store per server at a time: "Fetch Now" and the server's worker may fetch the same
+        // batch side by side, and on PostgreSQL two transactions inserting the same rows at once
+        // could meet on the primary key. Taking the server's row first makes the second wait
+        // and then find the first one's rows (SQLite's write transaction already serializes).
+        sqlx::query("UPDATE incoming_servers SET last_uid = last_uid WHERE id = $1")
+            .bind(server_id)
+            .execute(&mut *tx)
+            .await?;
         let position =
             sqlx::query("SELECT uidvalidity, refetch_through FROM incoming_servers WHERE id = $1")
                 .bind(server_id)
@@ -141,7 +149,7 @@ impl Store {
                 "INSERT INTO inbox_messages (id, server_id, folder, uidvalidity, uid, message_id, content_hash, summary, \
                  subject, from_header, size, raw, received_at, webhook) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (server_id, folder, uidvalidity, uid) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
             )
             .bind(&message.id)
             .bind(server_id)

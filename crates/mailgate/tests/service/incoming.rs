@@ -834,6 +834,42 @@ async fn api_only(t: &TestApp, mark_seen: bool) -> i64 {
     id
 }
 
+/// "Fetch Now" while the server's worker catches up the same folder (PostgreSQL, where the two
+/// really run side by side): both store the same batches, each message is kept once, and
+/// neither reports an error.
+#[tokio::test]
+async fn fetch_now_beside_the_worker_stores_each_message_once() {
+    let t = spawn(Db::Postgres).await;
+    for n in 0..400 {
+        mail(&t, n, false);
+    }
+    let mut progress = t.app.inbox_progress.subscribe();
+    let id = api_only(&t, false).await;
+    // The worker starts on Test & Confirm; once it has stored its first batch, Fetch Now
+    // starts from the same position and the two fetch the rest side by side.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while t.app.store.inbox_after(None, 1).await.unwrap().is_empty() {
+        tokio::time::timeout_at(deadline, progress.changed())
+            .await
+            .expect("the worker stores a first batch")
+            .unwrap();
+    }
+    let report = t.app.fetch_now(id).await;
+    assert!(report.is_ok(), "{report:?}");
+    while t.app.store.inbox_after(None, 1000).await.unwrap().len() < 400 {
+        tokio::time::timeout_at(deadline, progress.changed())
+            .await
+            .expect("all 400 stored")
+            .unwrap();
+    }
+    let stored = t.app.store.inbox_after(None, 1000).await.unwrap();
+    let uids: BTreeSet<i64> = stored.iter().map(|m| m.uid).collect();
+    assert_eq!((stored.len(), uids.len()), (400, 400), "each message once");
+    let server = t.app.incoming_server(id).await.unwrap();
+    assert_eq!(server.status.code(), "ok", "{}", server.status.label());
+    t.finish().await;
+}
+
 /// Asked to, mailgate marks what it stored as read; the rest of the folder is left alone.
 #[tokio::test]
 async fn mark_as_read_sets_seen_only_on_what_was_stored() {
