@@ -115,6 +115,8 @@ pub struct RelayConfig {
     /// AUTH over a connection that is neither TLS nor loopback.
     pub allow_plaintext_auth: bool,
     pub max_sessions: usize,
+    /// Sessions from one address outside `trusted_networks` (loopback is one address).
+    pub max_sessions_per_ip: usize,
     /// Recipients per message; more than Gmail's 100 go out as several messages.
     pub max_recipients: usize,
 }
@@ -155,6 +157,7 @@ struct FileRelay {
     trusted_networks: Option<OneOrMany>,
     allow_plaintext_auth: Option<BoolText>,
     max_sessions: Option<usize>,
+    max_sessions_per_ip: Option<usize>,
     max_recipients: Option<usize>,
 }
 
@@ -214,6 +217,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "instance_timeout_secs",
     "http_timeout_secs",
     "relay.max_sessions",
+    "relay.max_sessions_per_ip",
     "relay.max_recipients",
 ];
 
@@ -258,6 +262,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "relay.allow_plaintext_auth",
     ),
     ("MAILGATE_RELAY_MAX_SESSIONS", "relay.max_sessions"),
+    (
+        "MAILGATE_RELAY_MAX_SESSIONS_PER_IP",
+        "relay.max_sessions_per_ip",
+    ),
     ("MAILGATE_RELAY_MAX_RECIPIENTS", "relay.max_recipients"),
     ("MAILGATE_LOG", "(environment only)"),
     ("MAILGATE_LOG_FORMAT", "(environment only)"),
@@ -557,6 +565,7 @@ fn relay_config(raw: FileRelay, public_url: &Url) -> Result<RelayConfig, ConfigE
         trusted_networks,
         allow_plaintext_auth,
         max_sessions: number("relay.max_sessions", raw.max_sessions, 100)?,
+        max_sessions_per_ip: number("relay.max_sessions_per_ip", raw.max_sessions_per_ip, 25)?,
         max_recipients: number("relay.max_recipients", raw.max_recipients, 1000)?,
     })
 }

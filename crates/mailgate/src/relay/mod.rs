@@ -3,14 +3,17 @@
 //! answered 250 only once the queue has committed it, and then the queue's rules apply.
 //!
 //! Two listeners: submission with STARTTLS (default 127.0.0.1:2525) and, optionally, TLS from
-//! the first byte (port 465 style). At most `max_sessions` sessions run at once; the next
-//! connection is told 421 and closed. On stop, no new connection is taken, and each session
+//! the first byte (port 465 style). At most `max_sessions` sessions run at once, and at most
+//! `max_sessions_per_ip` from one address outside the trusted networks (so one misbehaving
+//! device or an idle flood from one host cannot hold them all); the next connection is told
+//! 421 and closed. On stop, no new connection is taken, and each session
 //! says 421 at its next wait for the client (never in the middle of storing a message).
 
 pub mod certificate;
 pub mod gate;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +88,7 @@ impl RelayListeners {
     pub async fn run(self, app: Arc<App>, stop: watch::Receiver<bool>) {
         let shared = Arc::new(Shared {
             sessions: Arc::new(Semaphore::new(app.config.relay.max_sessions)),
+            per_address: Mutex::new(HashMap::new()),
             app,
             acceptor: self.acceptor,
             stop,
@@ -108,6 +112,8 @@ struct Shared {
     app: Arc<App>,
     acceptor: TlsAcceptor,
     sessions: Arc<Semaphore>,
+    /// Open sessions per client address (trusted networks are not counted).
+    per_address: Mutex<HashMap<IpAddr, usize>>,
     stop: watch::Receiver<bool>,
     running: Mutex<JoinSet<()>>,
 }
@@ -119,7 +125,7 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener, implicit_tls: bool) 
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
@@ -128,12 +134,18 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener, implicit_tls: bool) 
                 continue;
             }
         };
+        let ip = peer.ip().to_canonical();
+        let relay = &shared.app.config.relay;
+        let trusted = relay.trusted_networks.iter().any(|net| net.contains(&ip));
+        let Some(address) = AddressSlot::take(&shared, ip, trusted) else {
+            refuse(
+                stream,
+                "421 4.7.0 Too many connections from your address, try again later",
+            );
+            continue;
+        };
         let Ok(permit) = Arc::clone(&shared.sessions).try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-                    .await;
-            });
+            refuse(stream, "421 4.3.2 Too many connections, try again later");
             continue;
         };
         let session = Arc::clone(&shared);
@@ -142,16 +154,85 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener, implicit_tls: bool) 
         running.spawn(async move {
             let _permit = permit;
             let _open = session.app.relay.session();
-            connection(&session, stream, peer, implicit_tls).await;
+            connection(&session, stream, peer, address, implicit_tls).await;
         });
     }
 }
 
-async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
+/// Says why and hangs up, without holding up the accept loop.
+fn refuse(mut stream: TcpStream, reply: &'static str) {
+    tokio::spawn(async move {
+        let _ = stream.write_all(format!("{reply}\r\n").as_bytes()).await;
+    });
+}
+
+/// One of an address's sessions; gives it back when dropped.
+struct AddressSlot {
+    shared: Arc<Shared>,
+    ip: Option<IpAddr>,
+}
+
+impl AddressSlot {
+    /// None when the address already has `max_sessions_per_ip` sessions. Trusted networks are
+    /// not counted: they are the admin's own devices.
+    fn take(shared: &Arc<Shared>, ip: IpAddr, trusted: bool) -> Option<Self> {
+        let slot = |ip| {
+            Some(Self {
+                shared: Arc::clone(shared),
+                ip,
+            })
+        };
+        if trusted {
+            return slot(None);
+        }
+        let limit = shared.app.config.relay.max_sessions_per_ip;
+        let mut counts = shared.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let open = counts.entry(ip).or_insert(0);
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        slot(Some(ip))
+    }
+
+    /// From the trusted networks, which take no place.
+    fn trusted(&self) -> bool {
+        self.ip.is_none()
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
+        let mut counts = self
+            .shared
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = counts.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+}
+
+/// One client's connection. Its address's place is given back before the connection closes,
+/// so a client that saw it close may connect again at once.
+async fn connection(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    address: AddressSlot,
+    implicit_tls: bool,
+) {
     let _ = stream.set_nodelay(true);
     let relay = &shared.app.config.relay;
     let ip = peer.ip().to_canonical();
-    let trusted = relay.trusted_networks.iter().any(|net| net.contains(&ip));
+    let trusted = address.trusted();
     let gate = |tls: bool| Gate {
         app: Arc::clone(&shared.app),
         peer: ip,
@@ -174,7 +255,10 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, implic
     } else {
         match serve(&mut stream, &gate(false), &config(false), true).await {
             Ended::StartTls => false,
-            _ => return,
+            _ => {
+                drop(address);
+                return;
+            }
         }
     };
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(stream));
@@ -188,5 +272,6 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, implic
     };
     // RFC 3207: what was said before TLS is forgotten; the client starts over with EHLO.
     serve(&mut tls, &gate(true), &config(true), greet).await;
+    drop(address);
     let _ = tls.shutdown().await;
 }

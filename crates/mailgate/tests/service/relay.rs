@@ -254,7 +254,16 @@ struct Raw {
 
 impl Raw {
     async fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Raw::greeted(TcpStream::connect(("127.0.0.1", port)).await.unwrap()).await
+    }
+
+    /// A session from another loopback address (127.0.0.2, say): another client, as the
+    /// relay counts them.
+    async fn connect_from(source: &str, port: u16) -> Raw {
+        Raw::greeted(from(source, port).await).await
+    }
+
+    async fn greeted(stream: TcpStream) -> Raw {
         let (read, writer) = tokio::io::split(stream);
         let mut raw = Raw {
             reader: BufReader::new(read),
@@ -262,6 +271,12 @@ impl Raw {
         };
         assert!(raw.reply().await.starts_with("220 "));
         raw
+    }
+
+    /// Waits until the relay has closed the connection.
+    async fn closed(&mut self) {
+        let mut rest = String::new();
+        while self.reader.read_line(&mut rest).await.unwrap() > 0 {}
     }
 
     /// The next reply, all its lines.
@@ -695,6 +710,55 @@ async fn past_the_session_cap_a_client_hears_421_and_on_stop_every_session_does(
     for session in [&mut first, &mut second] {
         let bye = session.reply().await;
         assert!(bye.starts_with("421 4.3.2"), "{bye}");
+    }
+    t.finish().await;
+}
+
+/// A TCP connection to the relay from `source` (a loopback address other than 127.0.0.1).
+async fn from(source: &str, port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap()
+}
+
+/// One address cannot hold every session: past `max_sessions_per_ip` it hears 421 4.7.0, while
+/// another address still gets in, and the trusted networks are not counted.
+#[tokio::test]
+async fn one_address_cannot_take_every_session() {
+    let t = spawn_with(Db::Sqlite, |env| {
+        env.insert("MAILGATE_RELAY_MAX_SESSIONS_PER_IP".into(), "2".into());
+        env.insert(
+            "MAILGATE_RELAY_TRUSTED_NETWORKS".into(),
+            "127.0.0.3/32".into(),
+        );
+    })
+    .await;
+    let port = relay_port(&t);
+    let _first = Raw::connect(port).await;
+    let mut second = Raw::connect(port).await;
+    let mut third = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    let mut line = String::new();
+    third.read_line(&mut line).await.unwrap();
+    assert!(
+        line.starts_with("421 4.7.0 Too many connections from your address"),
+        "{line}"
+    );
+    // Another client is not held up by the first one's sessions.
+    let mut other = Raw::connect_from("127.0.0.2", port).await;
+    assert!(other.say("NOOP").await.starts_with("250"));
+    // A session ending gives its address one back (before the relay closes it).
+    assert!(second.say("QUIT").await.starts_with("221"));
+    second.closed().await;
+    let _again = Raw::connect(port).await;
+    // Trusted networks (the admin's own devices) are not counted.
+    let mut trusted = Vec::new();
+    for _ in 0..3 {
+        trusted.push(Raw::connect_from("127.0.0.3", port).await);
     }
     t.finish().await;
 }
