@@ -72,6 +72,28 @@ async fn first_message_handed_over(t: &TestApp, sink: &Sink) -> i64 {
     id
 }
 
+/// Waits (on the inbox's progress signal) until the server's status code passes `test`, and
+/// returns the status.
+async fn status_when(
+    t: &TestApp,
+    id: i64,
+    what: &str,
+    test: impl Fn(&str) -> bool,
+) -> mailgate::domain::incoming::IncomingStatus {
+    let mut progress = t.app.inbox_progress.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let server = t.app.incoming_server(id).await.unwrap();
+        if test(server.status.code()) {
+            return server.status;
+        }
+        tokio::time::timeout_at(deadline, progress.changed())
+            .await
+            .expect(what)
+            .unwrap();
+    }
+}
+
 /// How many times each subject reached the webhook and was answered 2xx.
 fn acknowledged(seen: &[Delivery]) -> BTreeMap<String, usize> {
     let mut count = BTreeMap::new();
@@ -317,18 +339,10 @@ async fn a_revoked_token_says_reconnect_needed_and_reconnecting_resumes() {
         ..Default::default()
     });
     mail(&t, 1, false);
-    let mut progress = t.app.inbox_progress.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let server = t.app.incoming_server(server).await.unwrap();
-        if server.status.code() == "reconnect" {
-            break server.status;
-        }
-        tokio::time::timeout_at(deadline, progress.changed())
-            .await
-            .expect("the status turns to Reconnect needed")
-            .unwrap();
-    };
+    let status = status_when(&t, server, "the status turns to Reconnect needed", |code| {
+        code == "reconnect"
+    })
+    .await;
     assert!(
         status.label().starts_with("Reconnect needed: "),
         "{}",
@@ -444,18 +458,7 @@ async fn an_incoming_only_mailbox_connects_from_its_own_page() {
     assert!(!info.iter().find(|i| i.token == refresh).unwrap().live);
     assert!(t.app.store.connection(ALICE).await.unwrap().is_none());
     // Its fetcher stops at once, and says why.
-    let mut progress = t.app.inbox_progress.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let server = t.app.incoming_server(id).await.unwrap();
-        if server.status.code() != "ok" {
-            break server.status;
-        }
-        tokio::time::timeout_at(deadline, progress.changed())
-            .await
-            .expect("the fetcher stops")
-            .unwrap();
-    };
+    let status = status_when(&t, id, "the fetcher stops", |code| code != "ok").await;
     assert!(
         status.label().contains("not connected"),
         "{}",
@@ -625,18 +628,13 @@ async fn a_disconnect_on_another_instance_stops_the_fetcher() {
             .unwrap(),
         None
     );
-    let mut progress = t.app.inbox_progress.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let server = t.app.incoming_server(server).await.unwrap();
-        if server.status.code() != "ok" {
-            break server.status;
-        }
-        tokio::time::timeout_at(deadline, progress.changed())
-            .await
-            .expect("the fetching instance learns of the disconnect")
-            .unwrap();
-    };
+    let status = status_when(
+        &t,
+        server,
+        "the fetching instance learns of the disconnect",
+        |code| code != "ok",
+    )
+    .await;
     assert!(
         status.label().contains("not connected"),
         "{}",
