@@ -108,17 +108,16 @@ impl Store {
         let mut tx = self.write_transaction().await?;
         // One store per server at a time: "Fetch Now" and the server's worker may fetch the same
         // batch side by side, and on PostgreSQL two transactions inserting the same rows at once
-        // could meet on the primary key. Taking the server's row first makes the second wait
-        // and then find the first one's rows (SQLite's write transaction already serializes).
-        sqlx::query("UPDATE incoming_servers SET last_uid = last_uid WHERE id = $1")
-            .bind(server_id)
-            .execute(&mut *tx)
-            .await?;
-        let position =
-            sqlx::query("SELECT uidvalidity, refetch_through FROM incoming_servers WHERE id = $1")
-                .bind(server_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // could meet on the primary key. Taking the server's row first (the position is read in
+        // the same statement) makes the second wait and then find the first one's rows
+        // (SQLite's write transaction already serializes).
+        let position = sqlx::query(
+            "UPDATE incoming_servers SET last_uid = last_uid WHERE id = $1 \
+             RETURNING uidvalidity, refetch_through",
+        )
+        .bind(server_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(position) = position else {
             return Ok(0);
         };
