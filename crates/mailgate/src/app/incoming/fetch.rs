@@ -150,6 +150,19 @@ impl App {
         self.free_imap_slot(connection.slot).await;
     }
 
+    /// One short-lived connection ("Test & Confirm", "Fetch Now"): logs in, lets `work` use
+    /// the session, and logs out whatever `work` answered.
+    pub async fn on_one_imap_connection<T>(
+        &self,
+        account: &str,
+        work: impl AsyncFnOnce(&mut ImapSession) -> Result<T, FetchError>,
+    ) -> Result<T, FetchError> {
+        let mut connection = self.imap_login(account).await?;
+        let done = work(&mut connection.session).await;
+        self.imap_logout(connection).await;
+        done
+    }
+
     /// SELECTs the server's folder and stores every message past where fetching stood. Returns
     /// the folder and how many messages were stored.
     pub async fn catch_up(

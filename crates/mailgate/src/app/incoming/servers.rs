@@ -130,15 +130,12 @@ impl App {
     }
 
     async fn test_folder(&self, server: &IncomingServer) -> Result<TestReport, FetchError> {
-        let mut connection = self.imap_login(&server.username).await?;
-        let selected = crate::imap_in::select(
-            &mut connection.session,
-            &server.folder,
-            self.imap.command_timeout,
-        )
-        .await;
-        self.imap_logout(connection).await;
-        let folder = selected?;
+        let limit = self.imap.command_timeout;
+        let folder = self
+            .on_one_imap_connection(&server.username, async |session| {
+                Ok(crate::imap_in::select(session, &server.folder, limit).await?)
+            })
+            .await?;
         Ok(TestReport {
             folder: server.folder.clone(),
             messages: folder.exists,
@@ -162,13 +159,11 @@ impl App {
                 "Test & Confirm this server first: mailgate fetches confirmed servers only.".into(),
             );
         }
-        let fetched = async {
-            let mut connection = self.imap_login(&server.username).await?;
-            let caught_up = self.catch_up(&server, &mut connection.session).await;
-            self.imap_logout(connection).await;
-            caught_up
-        }
-        .await;
+        let fetched = self
+            .on_one_imap_connection(&server.username, async |session| {
+                self.catch_up(&server, session).await
+            })
+            .await;
         let now = self.now();
         match fetched {
             Ok((_, stored)) => {
