@@ -46,6 +46,7 @@ pub struct InboundRecord {
 /// The oldest message waiting for the webhook, with what signs it.
 pub struct PendingWebhook {
     pub message: InboundRecord,
+    /// Empty while the message is not due.
     pub raw: Vec<u8>,
     pub secret: Option<SecretString>,
 }
@@ -181,21 +182,26 @@ impl Store {
         Ok(usize::try_from(stored).unwrap_or(usize::MAX))
     }
 
-    /// The oldest message of `server_id` still waiting for its webhook, with its raw bytes:
-    /// messages go in the order they were stored, each only after the one before it.
+    /// The oldest message of `server_id` still waiting for its webhook: messages go in the
+    /// order they were stored, each only after the one before it. Its raw bytes come only when
+    /// it is due at `now`: a message waiting out a backoff is looked at every second, and need
+    /// not be read whole (up to the size limit) each time.
     pub async fn next_webhook(
         &self,
         sealer: &Sealer,
         server_id: i64,
+        now: Timestamp,
     ) -> Result<Option<PendingWebhook>, StoreError> {
         // The server's secret comes in the same query: one round trip fewer per message, and a
         // "New webhook secret" still signs the very next request.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, raw, \
+            "SELECT {COLUMNS}, \
+             CASE WHEN webhook_next_at IS NULL OR webhook_next_at <= $2 THEN raw END AS raw, \
              (SELECT webhook_secret_sealed FROM incoming_servers WHERE id = $1) AS webhook_secret_sealed \
              FROM inbox_messages WHERE server_id = $1 AND webhook = 'pending' ORDER BY id LIMIT 1"
         )))
         .bind(server_id)
+        .bind(now)
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else {

@@ -87,15 +87,18 @@ impl App {
         server: &IncomingServer,
         url: &str,
     ) -> Result<Next, crate::store::StoreError> {
+        let now = self.now();
         let Some(PendingWebhook {
             message,
             raw,
             secret,
-        }) = self.store.next_webhook(&self.sealer, server.id).await?
+        }) = self
+            .store
+            .next_webhook(&self.sealer, server.id, now)
+            .await?
         else {
             return Ok(Next::Nothing);
         };
-        let now = self.now();
         if let Some(at) = message.webhook_next_at.filter(|at| *at > now) {
             return Ok(Next::Wait(at));
         }
