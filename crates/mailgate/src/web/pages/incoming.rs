@@ -262,11 +262,16 @@ pub async fn confirm(
             "Connection Test Successful! {} holds {} message{}; mailgate fetches it from now on (Confirmed).",
             report.folder,
             report.messages,
-            if report.messages == 1 { "" } else { "s" }
+            plural(u64::from(report.messages))
         )),
         Err(e) => Flash::warn(e),
     };
     Ok(redirect_with(&app, &format!("/incoming/{id}"), flash))
+}
+
+/// The "s" of "3 messages".
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// "Fetch Now".
@@ -277,7 +282,11 @@ pub async fn fetch(
 ) -> Result<Response, WebError> {
     let flash = match app.fetch_now(id).await {
         Ok(report) if report.stored == 0 => Flash::ok("Fetched: no new message."),
-        Ok(report) => Flash::ok(format!("Fetched {} new messages.", report.stored)),
+        Ok(report) => Flash::ok(format!(
+            "Fetched {} new message{}.",
+            report.stored,
+            plural(u64::try_from(report.stored).unwrap_or(u64::MAX))
+        )),
         Err(e) => Flash::warn(format!("Fetch failed: {e}")),
     };
     Ok(redirect_with(&app, &format!("/incoming/{id}"), flash))
