@@ -280,11 +280,19 @@ impl Store {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
-    /// The newest incoming messages, for the Emails page.
-    pub async fn inbox_latest(&self, limit: i64) -> Result<Vec<InboundRecord>, StoreError> {
+    /// The newest incoming messages, those whose subject or From holds `search` (as the
+    /// outgoing list searches), for the Emails page.
+    pub async fn inbox_latest(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<InboundRecord>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM inbox_messages ORDER BY id DESC LIMIT $1"
+            "SELECT {COLUMNS} FROM inbox_messages \
+             WHERE ($1 IS NULL OR LOWER(subject) LIKE $1 OR LOWER(from_header) LIKE $1) \
+             ORDER BY id DESC LIMIT $2"
         )))
+        .bind(search.map(super::like_pattern))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;

@@ -503,10 +503,7 @@ impl Store {
     }
 
     pub async fn list_messages(&self, f: &MessageFilter) -> Result<Vec<MessageRecord>, StoreError> {
-        let pattern = f
-            .search
-            .as_deref()
-            .map(|s| format!("%{}%", s.to_ascii_lowercase().replace(['%', '_'], "")));
+        let pattern = f.search.as_deref().map(super::like_pattern);
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),

@@ -289,6 +289,11 @@ fn last_used_is_stale(
 }
 
 /// Turns a unique-constraint violation into a readable `Duplicate`.
+/// A search as a `LIKE` pattern on lowercased columns: `%text%`, its own wildcards dropped.
+fn like_pattern(search: &str) -> String {
+    format!("%{}%", search.to_ascii_lowercase().replace(['%', '_'], ""))
+}
+
 fn duplicate(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what.into()),

@@ -801,6 +801,16 @@ async fn the_incoming_pages_create_confirm_and_fetch() {
         "{}",
         emails.body
     );
+    // The search looks at the subject and the From, whatever their case.
+    for (q, found) in [("IN 0", true), ("BOB@", true), ("nothing like it", false)] {
+        let page = t
+            .visit(&format!(
+                "/emails?direction=incoming&q={}",
+                q.replace(' ', "+")
+            ))
+            .await;
+        assert_eq!(page.has("in 0"), found, "{q}: {}", page.body);
+    }
     let message = t.app.store.inbox_after(None, 1).await.unwrap().remove(0);
     let page = t.visit(&format!("/emails/in/{}", message.id)).await;
     assert!(

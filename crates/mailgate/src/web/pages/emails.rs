@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::redirect_with;
-use crate::app::App;
+use crate::app::{App, AppError};
 use crate::clock::{Timestamp, format_utc, relative};
 use crate::domain::message::Edge;
 use crate::domain::outgoing::MessageState;
@@ -167,19 +167,12 @@ async fn incoming_rows(
         .into_iter()
         .map(|s| (s.id, s.name))
         .collect();
-    let needle = search.to_lowercase();
     Ok(app
         .store
-        .inbox_latest(PAGE * 4)
+        .inbox_latest(Some(search).filter(|s| !s.is_empty()), PAGE)
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(AppError::from)?
         .into_iter()
-        .filter(|m| {
-            needle.is_empty()
-                || m.summary.subject.to_lowercase().contains(&needle)
-                || m.summary.from.to_lowercase().contains(&needle)
-        })
-        .take(usize::try_from(PAGE).unwrap_or(50))
         .map(|m| InboundRow {
             when: format!(
                 "{} ({})",
@@ -210,13 +203,13 @@ pub async fn show_inbound(
         .store
         .inbox_message(&id)
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(AppError::from)?
         .ok_or(WebError::NotFound("Incoming message"))?;
     let attempts = app
         .store
         .webhook_attempts(&id)
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(AppError::from)?
         .into_iter()
         .map(|a| WebhookAttemptView {
             when: format_utc(a.at),
