@@ -308,10 +308,7 @@ async fn incoming(app: &App, command: IncomingCommand) -> anyhow::Result<ExitCod
         }
         IncomingCommand::Test { name } => match app.test_and_confirm(named(&name)?).await {
             Ok(report) => {
-                println!(
-                    "Connection Test Successful! {} holds {} messages; the server is Confirmed.",
-                    report.folder, report.messages
-                );
+                println!("Connection Test Successful! {report}; the server is Confirmed.");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -321,7 +318,7 @@ async fn incoming(app: &App, command: IncomingCommand) -> anyhow::Result<ExitCod
         },
         IncomingCommand::Fetch { name } => match app.fetch_now(named(&name)?).await {
             Ok(report) => {
-                println!("Fetched {} new messages.", report.stored);
+                println!("Fetched {report}.");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

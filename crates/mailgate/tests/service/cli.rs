@@ -606,7 +606,7 @@ async fn incoming_servers_are_listed_tested_and_fetched_from_the_shell() {
     assert!(
         test.status.success()
             && String::from_utf8_lossy(&test.stdout)
-                .starts_with("Connection Test Successful! INBOX holds 1 messages"),
+                .starts_with("Connection Test Successful! INBOX holds 1 message;"),
         "{}{}",
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)

@@ -27,6 +27,26 @@ pub struct FetchReport {
     pub stored: usize,
 }
 
+/// "INBOX holds 3 messages", as the page and the shell say it.
+impl std::fmt::Display for TestReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.messages;
+        write!(f, "{} holds {n} message{}", self.folder, plural(n.into()))
+    }
+}
+
+/// "3 new messages".
+impl std::fmt::Display for FetchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.stored;
+        write!(f, "{n} new message{}", plural(n as u64))
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 impl App {
     pub async fn incoming_servers(&self) -> Result<Vec<IncomingServer>, AppError> {
         Ok(self.store.incoming_servers().await?)

@@ -259,19 +259,11 @@ pub async fn confirm(
 ) -> Result<Response, WebError> {
     let flash = match app.test_and_confirm(id).await {
         Ok(report) => Flash::ok(format!(
-            "Connection Test Successful! {} holds {} message{}; mailgate fetches it from now on (Confirmed).",
-            report.folder,
-            report.messages,
-            plural(u64::from(report.messages))
+            "Connection Test Successful! {report}; mailgate fetches it from now on (Confirmed)."
         )),
         Err(e) => Flash::warn(e),
     };
     Ok(redirect_with(&app, &format!("/incoming/{id}"), flash))
-}
-
-/// The "s" of "3 messages".
-fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// "Fetch Now".
@@ -282,11 +274,7 @@ pub async fn fetch(
 ) -> Result<Response, WebError> {
     let flash = match app.fetch_now(id).await {
         Ok(report) if report.stored == 0 => Flash::ok("Fetched: no new message."),
-        Ok(report) => Flash::ok(format!(
-            "Fetched {} new message{}.",
-            report.stored,
-            plural(u64::try_from(report.stored).unwrap_or(u64::MAX))
-        )),
+        Ok(report) => Flash::ok(format!("Fetched {report}.")),
         Err(e) => Flash::warn(format!("Fetch failed: {e}")),
     };
     Ok(redirect_with(&app, &format!("/incoming/{id}"), flash))
