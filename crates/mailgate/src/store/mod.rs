@@ -39,6 +39,7 @@ pub use messages::{
 pub use oauth_states::{OauthState, StateLookup};
 pub use quota::Reservation;
 pub use relay_credentials::{LiveCredential, RelayCredentialRecord};
+pub use session_slots::HeldSlot;
 pub use settings::GoogleSettings;
 pub use sign_in_attempts::BudgetAttempts;
 

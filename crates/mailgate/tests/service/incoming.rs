@@ -898,6 +898,40 @@ async fn mark_as_read_sets_seen_only_on_what_was_stored() {
     t.finish().await;
 }
 
+/// A "Fetch Now" whose browser left in the middle (its task dropped, not finished) gives the
+/// account's IMAP connection slot back: otherwise one of the two would be gone until a restart.
+#[tokio::test]
+async fn a_dropped_imap_connection_gives_its_slot_back() {
+    let t = spawn(Db::Sqlite).await;
+    t.sending_as_alice().await;
+    let connection = t.app.imap_login(ALICE).await.unwrap();
+    let held = |t: &TestApp| {
+        let store = t.app.store.clone();
+        async move {
+            store
+                .session_slots_in_use()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|(key, _)| key.starts_with("imap:"))
+                .count()
+        }
+    };
+    assert_eq!(held(&t).await, 1);
+    drop(connection);
+    // The row is freed by a task of its own; it runs as soon as this one lets it.
+    let mut freed = false;
+    for _ in 0..1000 {
+        if held(&t).await == 0 {
+            freed = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(freed, "the dropped connection's slot row is gone");
+    t.finish().await;
+}
+
 /// Both IMAP connections mailgate allows an account are taken (by another instance here):
 /// Fetch Now says so in words, and nothing opens a third.
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{CONNECTIONS_PER_ACCOUNT, Dispatcher};
-use crate::store::{Claimed, Store};
+use crate::store::{Claimed, HeldSlot};
 
 /// How long a server stays capped or yielded after its account's slots were all elsewhere.
 const ELSEWHERE_FOR: Duration = Duration::from_secs(2);
@@ -29,53 +29,17 @@ pub(super) enum Crowded {
     Yielded,
 }
 
-/// One of an account's session slots. [`Slot::release`] frees its row, then its permit, so a
-/// worker of this instance given the permit finds the row free. Dropped without it (a
-/// cancelled task), the same happens in a task of its own.
-pub(super) struct Slot {
-    account: String,
-    number: i64,
-    permit: Option<OwnedSemaphorePermit>,
-    store: Store,
-    owner: String,
-}
+/// One of an account's session slots: its row, and this instance's permit let go after it
+/// (see [`HeldSlot`]).
+pub(super) struct Slot(HeldSlot<OwnedSemaphorePermit>);
 
 impl Slot {
     pub(super) fn account(&self) -> &str {
-        &self.account
+        self.0.key()
     }
 
-    pub(super) async fn release(mut self) {
-        let permit = self.permit.take();
-        free(&self.store, &self.account, self.number, &self.owner).await;
-        drop(permit);
-    }
-}
-
-async fn free(store: &Store, account: &str, number: i64, owner: &str) {
-    if let Err(e) = store.free_session_slot(account, number, owner).await {
-        tracing::warn!(%account, "cannot free a session slot: {e}");
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        let (store, account, owner, number) = (
-            self.store.clone(),
-            std::mem::take(&mut self.account),
-            std::mem::take(&mut self.owner),
-            self.number,
-        );
-        // No runtime: the process is ending, and the row goes with this instance's.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                free(&store, &account, number, &owner).await;
-                drop(permit);
-            });
-        }
+    pub(super) async fn release(self) {
+        self.0.release().await;
     }
 }
 
@@ -107,16 +71,10 @@ impl Dispatcher {
         match self
             .app
             .store
-            .take_session_slot(account, &self.owner, slots, self.app.now())
+            .hold_session_slot(account, &self.owner, slots, self.app.now(), permit)
             .await
         {
-            Ok(Some(number)) => Ok(Slot {
-                account: account.to_string(),
-                number,
-                permit: Some(permit),
-                store: self.app.store.clone(),
-                owner: self.owner.clone(),
-            }),
+            Ok(Some(held)) => Ok(Slot(held)),
             Ok(None) => Err(HeldElsewhere),
             Err(e) => {
                 tracing::error!(%account, "cannot take a session slot: {e}");

@@ -12,7 +12,7 @@ use crate::app::tokens::{REFRESH_MARGIN, TokenError};
 use crate::clock::Timestamp;
 use crate::domain::incoming::{IncomingServer, IncomingStatus, summarize};
 use crate::imap_in::{self, FETCH_BATCH, Folder, ImapError, ImapSession, Woken};
-use crate::store::NewInbound;
+use crate::store::{HeldSlot, NewInbound};
 
 /// IMAP connections per account mailgate allows itself; Gmail allows 15 across all of a user's
 /// clients, and the user's phone and laptop need theirs.
@@ -59,29 +59,28 @@ impl FetchError {
     }
 }
 
-/// An IMAP session, with the account's connection slot it holds.
+/// An IMAP session, with the account's connection slot it holds (a `session_slots` row keyed
+/// `imap:<account>`, shared by instances).
 pub struct Connection {
     pub session: ImapSession,
-    pub slot: ImapSlot,
+    pub slot: HeldSlot,
     pub token_expires_at: Option<Timestamp>,
-}
-
-/// One of an account's IMAP connection slots (a `session_slots` row, shared by instances).
-pub struct ImapSlot {
-    key: String,
-    number: i64,
 }
 
 impl App {
     /// Logs in to Gmail's IMAP server as `account`, within the account's connection cap.
     pub async fn imap_login(&self, account: &str) -> Result<Connection, FetchError> {
-        let key = format!("imap:{account}");
         let slot = self
             .store
-            .take_session_slot(&key, &self.instance_id, CONNECTIONS_PER_ACCOUNT, self.now())
+            .hold_session_slot(
+                &format!("imap:{account}"),
+                &self.instance_id,
+                CONNECTIONS_PER_ACCOUNT,
+                self.now(),
+                (),
+            )
             .await?
             .ok_or(FetchError::NoSlot)?;
-        let slot = ImapSlot { key, number: slot };
         match self.imap_login_in_slot(account).await {
             Ok((session, token_expires_at)) => Ok(Connection {
                 session,
@@ -89,7 +88,7 @@ impl App {
                 token_expires_at,
             }),
             Err(e) => {
-                self.free_imap_slot(slot).await;
+                slot.release().await;
                 Err(e)
             }
         }
@@ -134,20 +133,10 @@ impl App {
         }
     }
 
-    async fn free_imap_slot(&self, slot: ImapSlot) {
-        if let Err(e) = self
-            .store
-            .free_session_slot(&slot.key, slot.number, &self.instance_id)
-            .await
-        {
-            tracing::warn!("cannot free an IMAP connection slot: {e}");
-        }
-    }
-
     /// Logs out and gives the account's connection slot back.
     pub async fn imap_logout(&self, connection: Connection) {
         imap_in::logout(connection.session, self.imap.command_timeout).await;
-        self.free_imap_slot(connection.slot).await;
+        connection.slot.release().await;
     }
 
     /// One short-lived connection ("Test & Confirm", "Fetch Now"): logs in, lets `work` use
@@ -292,7 +281,7 @@ impl App {
             token_expires_at,
         } = self.imap_login(&server.username).await?;
         let result = self.fetch_on(server, session, token_expires_at, stop).await;
-        self.free_imap_slot(slot).await;
+        slot.release().await;
         result
     }
 
